@@ -1,0 +1,157 @@
+//! The cache of resolved tenants (SPEC §5): moka, keyed by tenant id, with
+//!
+//! - per-entry expiry at `min(max_ttl, valid_until)`, so time-based transitions need no cron;
+//! - coalesced loads (concurrent misses for one tenant run one load);
+//! - negative entries (unknown tenants are cached like any other, at revision 0);
+//! - **no stale resurrection**: an invalidation records a *revision floor* for the tenant (and a
+//!   flush bumps a global epoch); an entry below its floor, or loaded before the last flush, is
+//!   never served, even when a slow load inserts it after the invalidation ran.
+//!
+//! Usage is cached beside, not inside, the resolved tenant: recording usage never throws the
+//! resolved entitlements away.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use moka::Expiry;
+
+use crate::catalog::FeatureIdx;
+use crate::resolve::ResolvedTenant;
+use crate::tenant::UnixTime;
+
+/// A cache entry: the resolution and the flush epoch at which its load started.
+#[derive(Debug)]
+pub struct Cached {
+    pub tenant: ResolvedTenant,
+    pub epoch: u64,
+}
+
+struct UntilValid {
+    max_ttl: Duration,
+}
+
+fn now_unix_f64() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+impl Expiry<Arc<str>, Arc<Cached>> for UntilValid {
+    fn expire_after_create(&self, _: &Arc<str>, v: &Arc<Cached>, _: Instant) -> Option<Duration> {
+        let ttl = match v.tenant.valid_until {
+            Some(until) => {
+                let left = (until as f64 - now_unix_f64()).max(0.0);
+                Duration::from_secs_f64(left).min(self.max_ttl)
+            }
+            None => self.max_ttl,
+        };
+        Some(ttl)
+    }
+}
+
+/// Cached usage of one metered feature: the value in the period starting at `period_start`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CachedUsage {
+    pub period_start: UnixTime,
+    pub used: i64,
+}
+
+pub struct TenantCache {
+    tenants: moka::future::Cache<Arc<str>, Arc<Cached>>,
+    usage: moka::future::Cache<(Arc<str>, FeatureIdx), CachedUsage>,
+    /// Minimum acceptable revision per recently invalidated tenant.
+    floors: moka::sync::Cache<Arc<str>, u64>,
+    epoch: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    Hit,
+    Miss,
+}
+
+impl TenantCache {
+    pub fn new(capacity: u64, max_ttl: Duration) -> TenantCache {
+        TenantCache {
+            tenants: moka::future::Cache::builder().max_capacity(capacity).expire_after(UntilValid { max_ttl }).build(),
+            usage: moka::future::Cache::builder().max_capacity(capacity.saturating_mul(4)).time_to_live(max_ttl).build(),
+            // A floor only matters while a load that predates it may still be in flight or
+            // cached: keeping it for max_ttl plus a margin is enough.
+            floors: moka::sync::Cache::builder().max_capacity(capacity).time_to_live(max_ttl + Duration::from_secs(60)).build(),
+            epoch: AtomicU64::new(0),
+        }
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    fn fresh(&self, tenant: &str, c: &Cached) -> bool {
+        c.epoch >= self.epoch() && self.floors.get(tenant).is_none_or(|floor| c.tenant.revision >= floor)
+    }
+
+    /// The cached resolution if fresh and at least `min_revision`.
+    pub async fn get(&self, tenant: &str, min_revision: u64) -> Option<Arc<Cached>> {
+        let c = self.tenants.get(tenant).await?;
+        (c.tenant.revision >= min_revision && self.fresh(tenant, &c)).then_some(c)
+    }
+
+    /// Get, or load through `load` (coalesced per tenant). `load` receives the epoch to stamp.
+    pub async fn get_or_load<F, Fut, E>(&self, tenant: &str, min_revision: u64, load: F) -> Result<(Arc<Cached>, Lookup), Arc<E>>
+    where
+        F: Fn(u64) -> Fut,
+        Fut: Future<Output = Result<Arc<Cached>, E>>,
+        E: Send + Sync + 'static,
+    {
+        if let Some(c) = self.get(tenant, min_revision).await {
+            return Ok((c, Lookup::Hit));
+        }
+        let key: Arc<str> = Arc::from(tenant);
+        // A stale or too-old entry is dropped and reloaded; a load that raced an invalidation is
+        // detected by the same freshness test and retried.
+        let mut attempt = 0;
+        loop {
+            if let Some(c) = self.tenants.get(tenant).await
+                && (c.tenant.revision < min_revision || !self.fresh(tenant, &c))
+            {
+                self.tenants.invalidate(tenant).await;
+            }
+            let c = self.tenants.try_get_with(Arc::clone(&key), load(self.epoch())).await?;
+            attempt += 1;
+            if (c.tenant.revision >= min_revision && self.fresh(tenant, &c)) || attempt >= 3 {
+                return Ok((c, Lookup::Miss));
+            }
+        }
+    }
+
+    /// Forget a tenant after a change that committed `revision`.
+    pub async fn invalidate(&self, tenant: &str, revision: u64) {
+        let key: Arc<str> = Arc::from(tenant);
+        let floor = self.floors.get(tenant).unwrap_or(0).max(revision);
+        self.floors.insert(Arc::clone(&key), floor);
+        self.tenants.invalidate(tenant).await;
+    }
+
+    /// Forget everything (e.g. notifications may have been missed).
+    pub fn flush(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.tenants.invalidate_all();
+    }
+
+    pub async fn usage(&self, tenant: &Arc<str>, feature: FeatureIdx) -> Option<CachedUsage> {
+        self.usage.get(&(Arc::clone(tenant), feature)).await
+    }
+
+    pub async fn put_usage(&self, tenant: &Arc<str>, feature: FeatureIdx, u: CachedUsage) {
+        self.usage.insert((Arc::clone(tenant), feature), u).await;
+    }
+
+    pub fn entry_count(&self) -> u64 {
+        self.tenants.entry_count()
+    }
+
+    /// Run pending maintenance (eviction, counts); for tests and metrics.
+    pub async fn sync(&self) {
+        self.tenants.run_pending_tasks().await;
+    }
+}

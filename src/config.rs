@@ -1,0 +1,100 @@
+//! Command line and environment configuration (SPEC §8). Every `serve` flag can also be set
+//! through `ENTITLEMENTS_<FLAG>` (e.g. `ENTITLEMENTS_DATABASE_URL`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "entitlements", version, about = "gRPC entitlement decision service")]
+pub struct Cli {
+    /// Log format.
+    #[arg(long, global = true, env = "ENTITLEMENTS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EditionArg {
+    Ee,
+    Ce,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gRPC service and the HTTP listener.
+    Serve(ServeArgs),
+    /// Apply database migrations and exit.
+    Migrate {
+        #[arg(long, env = "ENTITLEMENTS_DATABASE_URL", default_value = "entitlements.db")]
+        database_url: String,
+    },
+    /// Catalog tools.
+    #[command(subcommand)]
+    Catalog(CatalogCommand),
+    /// Ask a running server whether a tenant may use a feature.
+    Check {
+        tenant: String,
+        feature: String,
+        #[arg(long)]
+        quantity: Option<i64>,
+        /// Ask with intent READ (default WRITE).
+        #[arg(long)]
+        read: bool,
+        #[arg(long, env = "ENTITLEMENTS_ADDR", default_value = "http://127.0.0.1:50051")]
+        addr: String,
+    },
+    /// Ask a running server to explain a tenant's entitlements.
+    Explain {
+        tenant: String,
+        /// Features to explain (all when omitted).
+        features: Vec<String>,
+        /// Evaluate at this RFC 3339 time instead of now.
+        #[arg(long)]
+        at: Option<String>,
+        #[arg(long, env = "ENTITLEMENTS_ADDR", default_value = "http://127.0.0.1:50051")]
+        addr: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CatalogCommand {
+    /// Validate a catalog file; prints every problem with its location.
+    Check { file: PathBuf },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// The catalog file (TOML).
+    #[arg(long, env = "ENTITLEMENTS_CATALOG", default_value = "examples/catalog.toml")]
+    pub catalog: PathBuf,
+    /// sqlite://PATH (or a bare path; the default, created if missing) or postgres://…
+    #[arg(long, env = "ENTITLEMENTS_DATABASE_URL", default_value = "entitlements.db")]
+    pub database_url: String,
+    #[arg(long, env = "ENTITLEMENTS_GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    pub grpc_addr: SocketAddr,
+    /// Health, readiness and (later) the Stripe webhook.
+    #[arg(long, env = "ENTITLEMENTS_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+    /// Bearer token for the AdminService; without one the admin plane is closed.
+    #[arg(long, env = "ENTITLEMENTS_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Upper bound on how long a cached resolution is served (e.g. 30s, 5m).
+    #[arg(long, env = "ENTITLEMENTS_MAX_TTL", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub max_ttl: Duration,
+    /// Maximum number of cached tenants.
+    #[arg(long, env = "ENTITLEMENTS_CACHE_CAPACITY", default_value_t = 100_000)]
+    pub cache_capacity: u64,
+    /// Deployment edition; overrides the catalog's `edition`. `ce` bypasses every gate.
+    #[arg(long, env = "ENTITLEMENTS_EDITION", value_enum)]
+    pub edition: Option<EditionArg>,
+}

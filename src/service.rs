@@ -1,0 +1,426 @@
+//! The decision service: the one place where the cache, the store and the pure core meet.
+//! Both gRPC planes (and the CLI) call it; it validates input, reads the clock, and never
+//! decides anything itself — the core does.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::cache::{CachedUsage, Cached, Lookup, TenantCache};
+use crate::catalog::{Catalog, FeatureIdx, FeatureKind, Value};
+use crate::decide::{Decision, Intent, Reason, decide, decide_idx};
+use crate::explain::{Explanation, explain};
+use crate::resolve::{self, ResolvedTenant};
+use crate::store::{Actor, AuditRecord, Committed, Mutation, Store, StoreError, UsageMode, UsageReport};
+use crate::tenant::{TenantState, UnixTime, validate_tenant_id};
+use crate::usage;
+
+/// What went wrong, for the one mapping to gRPC statuses in `grpc`.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("{field}: {message}")]
+    InvalidArgument { field: &'static str, message: String },
+    /// The store cannot answer and nothing cached or configured can stand in.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(_) => ServiceError::Unavailable(e.to_string()),
+            e => ServiceError::Internal(e.to_string()),
+        }
+    }
+}
+
+pub fn invalid(field: &'static str, message: impl Into<String>) -> ServiceError {
+    ServiceError::InvalidArgument { field, message: message.into() }
+}
+
+/// Counters the tests and `/metrics` read.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub store_loads: AtomicU64,
+    pub cache_hits: AtomicU64,
+    pub cache_misses: AtomicU64,
+    pub fallback_answers: AtomicU64,
+    pub store_errors: AtomicU64,
+}
+
+/// Wall-clock unix seconds: the only clock read of the decision path.
+pub fn unix_now() -> UnixTime {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+pub struct Service {
+    catalog: Arc<Catalog>,
+    store: Arc<dyn Store>,
+    cache: TenantCache,
+    pub stats: Stats,
+}
+
+/// One check of a batch.
+#[derive(Debug, Clone)]
+pub struct CheckItem {
+    pub feature: String,
+    pub quantity: Option<i64>,
+    pub intent: Intent,
+}
+
+#[derive(Debug, Clone)]
+pub struct UsageLine {
+    pub feature: FeatureIdx,
+    pub used: i64,
+    pub limit: Value,
+    pub period: Option<usage::UsagePeriod>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RecordUsageResult {
+    pub applied: bool,
+    pub duplicate: bool,
+    pub used: i64,
+    pub limit: Value,
+    pub reason: Option<Reason>,
+    pub period: Option<usage::UsagePeriod>,
+}
+
+pub const MAX_BATCH: usize = 1000;
+const MAX_KEY_LEN: usize = 256;
+
+fn check_tenant(id: &str) -> Result<(), ServiceError> {
+    validate_tenant_id(id).map_err(|e| invalid("tenant_id", e.to_string()))
+}
+
+fn check_quantity(q: Option<i64>) -> Result<i64, ServiceError> {
+    match q {
+        None => Ok(1),
+        Some(q) if q >= 0 => Ok(q),
+        Some(q) => Err(invalid("quantity", format!("must not be negative (got {q})"))),
+    }
+}
+
+impl Service {
+    pub fn new(catalog: Arc<Catalog>, store: Arc<dyn Store>, cache_capacity: u64, max_ttl: Duration) -> Service {
+        Service { catalog, store, cache: TenantCache::new(cache_capacity, max_ttl), stats: Stats::default() }
+    }
+
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
+    }
+
+    pub fn cache(&self) -> &TenantCache {
+        &self.cache
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The tenant's resolution, from cache or store. With the store down and nothing cached,
+    /// the catalog's fallback values answer when the catalog defines any.
+    pub async fn resolved(&self, tenant: &str, min_revision: Option<u64>) -> Result<Arc<Cached>, ServiceError> {
+        check_tenant(tenant)?;
+        let min = min_revision.unwrap_or(0);
+        let result = self
+            .cache
+            .get_or_load(tenant, min, |epoch| async move {
+                self.stats.store_loads.fetch_add(1, Ordering::Relaxed);
+                let state = self.store.load(tenant).await?;
+                let tenant = resolve::resolve(&self.catalog, &state, unix_now());
+                Ok::<_, StoreError>(Arc::new(Cached { tenant, epoch }))
+            })
+            .await;
+        match result {
+            Ok((c, lookup)) => {
+                let counter = if lookup == Lookup::Hit { &self.stats.cache_hits } else { &self.stats.cache_misses };
+                counter.fetch_add(1, Ordering::Relaxed);
+                Ok(c)
+            }
+            Err(e) => {
+                self.stats.store_errors.fetch_add(1, Ordering::Relaxed);
+                if self.catalog.features.iter().any(|f| f.fallback.is_some()) {
+                    self.stats.fallback_answers.fetch_add(1, Ordering::Relaxed);
+                    let tenant = resolve::fallback(&self.catalog, tenant, unix_now());
+                    return Ok(Arc::new(Cached { tenant, epoch: 0 }));
+                }
+                Err(match &*e {
+                    StoreError::Unavailable(_) => ServiceError::Unavailable(e.to_string()),
+                    other => ServiceError::Internal(other.to_string()),
+                })
+            }
+        }
+    }
+
+    /// Usage of a metered feature as this replica knows it (cache, else store).
+    async fn used(&self, r: &ResolvedTenant, fi: FeatureIdx) -> Result<i64, ServiceError> {
+        if !self.catalog.features[fi].kind.is_metered() || r.fallback {
+            return Ok(0);
+        }
+        let period_start = r.features[fi].period.map_or(0, |p| p.start);
+        let key: Arc<str> = Arc::from(r.tenant_id.as_str());
+        if let Some(u) = self.cache.usage(&key, fi).await {
+            if u.period_start == period_start {
+                return Ok(u.used);
+            }
+            if u.period_start > period_start {
+                return Ok(u.used);
+            }
+        }
+        let used = self.store.usage(&r.tenant_id, &self.catalog.features[fi].key, period_start).await?;
+        self.cache.put_usage(&key, fi, CachedUsage { period_start, used }).await;
+        Ok(used)
+    }
+
+    pub async fn check(
+        &self,
+        tenant: &str,
+        feature: &str,
+        quantity: Option<i64>,
+        intent: Intent,
+        min_revision: Option<u64>,
+    ) -> Result<(Arc<Cached>, Decision), ServiceError> {
+        let quantity = check_quantity(quantity)?;
+        let c = self.resolved(tenant, min_revision).await?;
+        let used = match self.catalog.feature_idx(feature) {
+            Some(fi) => self.used(&c.tenant, fi).await?,
+            None => 0,
+        };
+        let d = decide(&c.tenant, feature, quantity, intent, used);
+        Ok((c, d))
+    }
+
+    pub async fn check_batch(
+        &self,
+        tenant: &str,
+        items: &[CheckItem],
+        min_revision: Option<u64>,
+    ) -> Result<(Arc<Cached>, Vec<Decision>), ServiceError> {
+        if items.len() > MAX_BATCH {
+            return Err(invalid("items", format!("at most {MAX_BATCH} items per batch")));
+        }
+        let quantities = items.iter().map(|i| check_quantity(i.quantity)).collect::<Result<Vec<_>, _>>()?;
+        let c = self.resolved(tenant, min_revision).await?;
+        let mut out = Vec::with_capacity(items.len());
+        for (item, q) in items.iter().zip(quantities) {
+            let used = match self.catalog.feature_idx(&item.feature) {
+                Some(fi) => self.used(&c.tenant, fi).await?,
+                None => 0,
+            };
+            out.push(decide(&c.tenant, &item.feature, q, item.intent, used));
+        }
+        Ok((c, out))
+    }
+
+    fn feature_list(&self, features: &[String], metered_only: bool) -> Result<Vec<FeatureIdx>, ServiceError> {
+        if features.is_empty() {
+            return Ok((0..self.catalog.features.len()).filter(|&i| !metered_only || self.catalog.features[i].kind.is_metered()).collect());
+        }
+        features
+            .iter()
+            .map(|f| {
+                let fi = self.catalog.feature_idx(f).ok_or_else(|| invalid("features", format!("unknown feature `{f}`")))?;
+                if metered_only && !self.catalog.features[fi].kind.is_metered() {
+                    return Err(invalid("features", format!("`{f}` is not a metered (gauge or counter) feature")));
+                }
+                Ok(fi)
+            })
+            .collect()
+    }
+
+    /// Explain always reads the store: it is for humans, and must show the truth now.
+    pub async fn explain(&self, tenant: &str, features: &[String], at: Option<UnixTime>) -> Result<(Explanation, TenantState), ServiceError> {
+        check_tenant(tenant)?;
+        let wanted = self.feature_list(features, false)?;
+        let state = self.store.load(tenant).await?;
+        let now = at.unwrap_or_else(unix_now);
+        // Usage for the period that contains `now`, read up front (the core does no IO).
+        let probe = resolve::resolve(&self.catalog, &state, now);
+        let mut used = vec![0i64; self.catalog.features.len()];
+        for &fi in &wanted {
+            used[fi] = self.used(&probe, fi).await?;
+        }
+        let e = explain(&self.catalog, &state, now, Some(&wanted), &|fi| used[fi]);
+        Ok((e, state))
+    }
+
+    pub async fn usage(&self, tenant: &str, features: &[String]) -> Result<(Arc<Cached>, Vec<UsageLine>), ServiceError> {
+        let wanted = self.feature_list(features, true)?;
+        let c = self.resolved(tenant, None).await?;
+        let mut out = Vec::with_capacity(wanted.len());
+        for fi in wanted {
+            let used = self.used(&c.tenant, fi).await?;
+            let f = &c.tenant.features[fi];
+            out.push(UsageLine { feature: fi, used, limit: f.value, period: f.period });
+        }
+        Ok((c, out))
+    }
+
+    pub async fn record_usage(
+        &self,
+        tenant: &str,
+        feature: &str,
+        value: i64,
+        mode: UsageMode,
+        idempotency_key: &str,
+        enforce: bool,
+    ) -> Result<RecordUsageResult, ServiceError> {
+        check_tenant(tenant)?;
+        let fi = self.catalog.feature_idx(feature).ok_or_else(|| invalid("feature", format!("unknown feature `{feature}`")))?;
+        let kind = self.catalog.features[fi].kind;
+        match (kind, mode) {
+            (FeatureKind::Boolean | FeatureKind::Config, _) => {
+                return Err(invalid("feature", format!("`{feature}` is a {} feature; only gauges and counters take usage", kind.name())));
+            }
+            (FeatureKind::Counter(_), UsageMode::Set) => {
+                return Err(invalid("mode", format!("`{feature}` is a counter: report DELTA, not SET")));
+            }
+            _ => {}
+        }
+        if value < 0 {
+            return Err(invalid("value", "must not be negative"));
+        }
+        if idempotency_key.len() > MAX_KEY_LEN {
+            return Err(invalid("idempotency_key", format!("at most {MAX_KEY_LEN} bytes")));
+        }
+        if mode == UsageMode::Delta && idempotency_key.is_empty() {
+            return Err(invalid("idempotency_key", "required for DELTA reports"));
+        }
+        let c = self.resolved(tenant, None).await?;
+        let r = &c.tenant;
+        if r.fallback {
+            return Err(ServiceError::Unavailable("store unreachable: usage cannot be recorded now".into()));
+        }
+        let f = &r.features[fi];
+        let period = f.period;
+        let period_start = period.map_or(0, |p| p.start);
+        // The gate part of the decision (locks, edition, shadow) decides whether to enforce.
+        let gate = decide_idx(r, fi, 0, Intent::Write, 0);
+        if enforce && !gate.allowed {
+            let used = self.used(r, fi).await?;
+            return Ok(RecordUsageResult { applied: false, duplicate: false, used, limit: f.value, reason: Some(gate.reason), period });
+        }
+        let limit = match (enforce, gate.reason, f.value) {
+            (true, Reason::Granted, Value::Number(n)) => Some(n),
+            _ => None,
+        };
+        let report = UsageReport {
+            tenant_id: tenant.to_string(),
+            feature: feature.to_string(),
+            mode,
+            value,
+            idempotency_key: (!idempotency_key.is_empty()).then(|| idempotency_key.to_string()),
+            period_start,
+            limit,
+            at: unix_now(),
+        };
+        let outcome = self.store.record_usage(&report).await.map_err(|e| match e {
+            StoreError::Overflow => invalid("value", "would overflow the usage counter"),
+            e => e.into(),
+        })?;
+        let key: Arc<str> = Arc::from(tenant);
+        self.cache.put_usage(&key, fi, CachedUsage { period_start, used: outcome.used }).await;
+        Ok(RecordUsageResult {
+            applied: outcome.applied,
+            duplicate: outcome.duplicate,
+            used: outcome.used,
+            limit: f.value,
+            reason: (!outcome.applied).then_some(Reason::LimitExceeded),
+            period,
+        })
+    }
+
+    /// Validate, commit, invalidate. Returns the committed revision.
+    pub async fn mutate(&self, tenant: &str, m: Mutation, actor: &str, rationale: &str) -> Result<Committed, ServiceError> {
+        check_tenant(tenant)?;
+        if actor.trim().is_empty() {
+            return Err(invalid("actor", "is required: every manual change names who made it"));
+        }
+        if rationale.trim().is_empty() {
+            return Err(invalid("rationale", "is required: every manual change says why"));
+        }
+        if actor.len() > 256 || rationale.len() > 4096 {
+            return Err(invalid("rationale", "actor (256) or rationale (4096 bytes) too long"));
+        }
+        self.validate(&m)?;
+        let by = Actor { actor: actor.to_string(), rationale: rationale.to_string(), origin: "admin".into(), at: unix_now() };
+        let committed = self.store.mutate(tenant, &m, &by).await?;
+        self.cache.invalidate(tenant, committed.revision).await;
+        Ok(committed)
+    }
+
+    fn validate(&self, m: &Mutation) -> Result<(), ServiceError> {
+        let now = unix_now();
+        let future = |field: &'static str, t: Option<UnixTime>| match t {
+            Some(t) if t <= now => Err(invalid(field, "must be in the future")),
+            _ => Ok(()),
+        };
+        match m {
+            Mutation::PutTenant { stripe_customer_id, trial, .. } => {
+                if let Some(c) = stripe_customer_id
+                    && (c.len() > 255 || c.chars().any(char::is_whitespace))
+                {
+                    return Err(invalid("stripe_customer_id", "at most 255 characters, no whitespace"));
+                }
+                if let Some(t) = trial
+                    && t.end < t.start
+                {
+                    return Err(invalid("trial_end", "must not be before trial_start"));
+                }
+                Ok(())
+            }
+            Mutation::AssignPlan { plan, expires_at } => {
+                self.catalog.plan(plan).ok_or_else(|| invalid("plan", format!("unknown plan `{plan}`")))?;
+                future("expires_at", *expires_at)
+            }
+            Mutation::UnassignPlan { plan } => match plan {
+                Some(p) if self.catalog.plan(p).is_none() => Err(invalid("plan", format!("unknown plan `{p}`"))),
+                _ => Ok(()),
+            },
+            Mutation::ExtendTrial { extension } => match extension {
+                crate::store::TrialExtension::Days(d) if *d <= 0 || *d > 3650 => Err(invalid("days", "must be between 1 and 3650")),
+                crate::store::TrialExtension::Until(t) => future("trial_end", Some(*t)),
+                _ => Ok(()),
+            },
+            Mutation::GrantAddOn { addon, quantity, expires_at } => {
+                self.catalog.addon(addon).ok_or_else(|| invalid("addon", format!("unknown add-on `{addon}`")))?;
+                if !(1..=1_000_000).contains(quantity) {
+                    return Err(invalid("quantity", "must be between 1 and 1000000"));
+                }
+                future("expires_at", *expires_at)
+            }
+            Mutation::RevokeAddOn { addon } => {
+                self.catalog.addon(addon).ok_or_else(|| invalid("addon", format!("unknown add-on `{addon}`")))?;
+                Ok(())
+            }
+            Mutation::SetOverride { feature, value, expires_at } => {
+                let f = self.catalog.feature(feature).ok_or_else(|| invalid("feature", format!("unknown feature `{feature}`")))?;
+                if !value.fits(f.kind) {
+                    return Err(invalid("value", format!("`{value}` does not fit the {} feature `{feature}`", f.kind.name())));
+                }
+                future("expires_at", *expires_at)
+            }
+            Mutation::ClearOverride { feature } => {
+                self.catalog.feature(feature).ok_or_else(|| invalid("feature", format!("unknown feature `{feature}`")))?;
+                Ok(())
+            }
+        }
+    }
+
+    pub async fn tenant(&self, tenant: &str) -> Result<TenantState, ServiceError> {
+        check_tenant(tenant)?;
+        Ok(self.store.load(tenant).await?)
+    }
+
+    pub async fn audit(&self, tenant: &str, page_size: u32, before_id: Option<i64>) -> Result<Vec<AuditRecord>, ServiceError> {
+        check_tenant(tenant)?;
+        Ok(self.store.audit(tenant, page_size.clamp(1, 500), before_id).await?)
+    }
+
+    pub async fn ready(&self) -> bool {
+        self.store.ping().await.is_ok()
+    }
+}

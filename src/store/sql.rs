@@ -1,0 +1,602 @@
+//! The sqlx store: one body of portable SQL (numbered `$n` parameters, `ON CONFLICT`,
+//! `RETURNING`) run through sqlx's `Any` driver against SQLite or PostgreSQL. Only the
+//! migrations (and PostgreSQL's NOTIFY, added by the replica layer) differ per backend.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::json;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::{AnyConnection, AnyPool, Connection, Row};
+
+use super::{Actor, AuditRecord, Committed, Mutation, Store, StoreError, UsageMode, UsageOutcome, UsageReport};
+use crate::catalog::Interval;
+use crate::lifecycle::extend_trial;
+use crate::tenant::{
+    AddOnGrant, Change, GrantOrigin, Override, PlanAssignment, Subscription, SubscriptionStatus, TenantState, Trial, UnixTime,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone)]
+pub struct SqlStore {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// Accepts `postgres://…`, `sqlite://PATH`, `sqlite::memory:` or a bare file path.
+pub fn normalize_url(url: &str) -> Result<(String, Backend), StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok((url.to_string(), Backend::Postgres));
+    }
+    let sqlite = if let Some(rest) = url.strip_prefix("sqlite:") {
+        format!("sqlite:{rest}")
+    } else if !url.contains("://") && !url.is_empty() {
+        format!("sqlite://{url}")
+    } else {
+        return Err(StoreError::UnsupportedUrl(url.to_string()));
+    };
+    // Create the file on first use: the embedded default must work with nothing set up.
+    let sqlite = if sqlite.contains("mode=") || sqlite.contains(":memory:") {
+        sqlite
+    } else if sqlite.contains('?') {
+        format!("{sqlite}&mode=rwc")
+    } else {
+        format!("{sqlite}?mode=rwc")
+    };
+    Ok((sqlite, Backend::Sqlite))
+}
+
+impl SqlStore {
+    pub async fn connect(url: &str) -> Result<SqlStore, StoreError> {
+        sqlx::any::install_default_drivers();
+        let (url, backend) = normalize_url(url)?;
+        let opts = AnyConnectOptions::from_str(&url)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 8 } else { 16 })
+            .acquire_timeout(Duration::from_secs(3))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // WAL lets readers proceed during a write; the busy timeout queues writers.
+                        for pragma in ["PRAGMA journal_mode = WAL", "PRAGMA synchronous = NORMAL", "PRAGMA busy_timeout = 5000", "PRAGMA foreign_keys = ON"] {
+                            sqlx::query(pragma).execute(&mut *conn).await?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(opts)
+            .await?;
+        Ok(SqlStore { pool, backend })
+    }
+
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match self.backend {
+            Backend::Sqlite => sqlx::migrate!("migrations/sqlite").run(&self.pool).await?,
+            Backend::Postgres => sqlx::migrate!("migrations/postgres").run(&self.pool).await?,
+        }
+        Ok(())
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+}
+
+fn opt_i64(row: &AnyRow, col: &str) -> Result<Option<i64>, sqlx::Error> {
+    row.try_get::<Option<i64>, _>(col)
+}
+
+fn status(s: &str) -> Result<SubscriptionStatus, StoreError> {
+    SubscriptionStatus::parse(s).ok_or_else(|| StoreError::Corrupt(format!("subscription status `{s}`")))
+}
+
+fn interval(s: Option<String>) -> Option<Interval> {
+    match s.as_deref() {
+        Some("month") => Some(Interval::Month),
+        Some("year") => Some(Interval::Year),
+        _ => None,
+    }
+}
+
+/// Load a tenant through any connection (a pooled one, or a transaction's).
+pub(crate) async fn load_tenant(conn: &mut AnyConnection, tenant_id: &str) -> Result<TenantState, StoreError> {
+    let Some(t) = sqlx::query(
+        "SELECT revision, stripe_customer_id, trial_start, trial_end, archived, updated_at, last_actor, last_rationale, last_origin \
+         FROM tenants WHERE tenant_id = $1",
+    )
+    .bind(tenant_id)
+    .fetch_optional(&mut *conn)
+    .await?
+    else {
+        return Ok(TenantState::unknown(tenant_id));
+    };
+    let mut state = TenantState {
+        tenant_id: tenant_id.to_string(),
+        known: true,
+        revision: u64::try_from(t.try_get::<i64, _>("revision")?).unwrap_or(0),
+        stripe_customer_id: t.try_get("stripe_customer_id")?,
+        trial: match (opt_i64(&t, "trial_start")?, opt_i64(&t, "trial_end")?) {
+            (Some(start), Some(end)) => Some(Trial { start, end }),
+            _ => None,
+        },
+        archived: t.try_get::<i64, _>("archived")? != 0,
+        last_change: t.try_get::<Option<String>, _>("last_actor")?.map(|actor| Change {
+            actor,
+            at: t.try_get("updated_at").unwrap_or_default(),
+            rationale: t.try_get::<Option<String>, _>("last_rationale").ok().flatten().unwrap_or_default(),
+            origin: t.try_get::<Option<String>, _>("last_origin").ok().flatten().unwrap_or_default(),
+        }),
+        ..TenantState::default()
+    };
+
+    for r in sqlx::query(
+        "SELECT id, status, plan, billing_interval, seats, trial_end, current_period_start, current_period_end, \
+         cancel_at_period_end, last_event_created, last_event_id FROM subscriptions WHERE tenant_id = $1 ORDER BY id",
+    )
+    .bind(tenant_id)
+    .fetch_all(&mut *conn)
+    .await?
+    {
+        state.subscriptions.push(Subscription {
+            id: r.try_get("id")?,
+            status: status(&r.try_get::<String, _>("status")?)?,
+            plan: r.try_get("plan")?,
+            interval: interval(r.try_get("billing_interval")?),
+            seats: opt_i64(&r, "seats")?,
+            trial_end: opt_i64(&r, "trial_end")?,
+            current_period_start: opt_i64(&r, "current_period_start")?,
+            current_period_end: opt_i64(&r, "current_period_end")?,
+            cancel_at_period_end: r.try_get::<i64, _>("cancel_at_period_end")? != 0,
+            last_event_created: r.try_get("last_event_created")?,
+            last_event_id: r.try_get("last_event_id")?,
+        });
+    }
+
+    for r in sqlx::query("SELECT plan, actor, rationale, assigned_at, expires_at FROM plan_assignments WHERE tenant_id = $1 ORDER BY plan")
+        .bind(tenant_id)
+        .fetch_all(&mut *conn)
+        .await?
+    {
+        state.plan_assignments.push(PlanAssignment {
+            plan: r.try_get("plan")?,
+            actor: r.try_get("actor")?,
+            rationale: r.try_get("rationale")?,
+            assigned_at: r.try_get("assigned_at")?,
+            expires_at: opt_i64(&r, "expires_at")?,
+        });
+    }
+
+    for r in sqlx::query(
+        "SELECT addon, origin, subscription_id, item_id, quantity, actor, rationale, granted_at, expires_at \
+         FROM addon_grants WHERE tenant_id = $1 ORDER BY addon, origin",
+    )
+    .bind(tenant_id)
+    .fetch_all(&mut *conn)
+    .await?
+    {
+        let origin = match (r.try_get::<Option<String>, _>("subscription_id")?, r.try_get::<Option<String>, _>("item_id")?) {
+            (Some(subscription_id), item) => GrantOrigin::Stripe { subscription_id, item_id: item.unwrap_or_default() },
+            _ => GrantOrigin::Manual,
+        };
+        state.addon_grants.push(AddOnGrant {
+            addon: r.try_get("addon")?,
+            quantity: r.try_get("quantity")?,
+            origin,
+            actor: r.try_get("actor")?,
+            rationale: r.try_get("rationale")?,
+            granted_at: r.try_get("granted_at")?,
+            expires_at: opt_i64(&r, "expires_at")?,
+        });
+    }
+
+    for r in sqlx::query("SELECT feature, value_json, actor, rationale, set_at, expires_at FROM overrides WHERE tenant_id = $1 ORDER BY feature")
+        .bind(tenant_id)
+        .fetch_all(&mut *conn)
+        .await?
+    {
+        let raw: String = r.try_get("value_json")?;
+        state.overrides.push(Override {
+            feature: r.try_get("feature")?,
+            value: serde_json::from_str(&raw).map_err(|e| StoreError::Corrupt(format!("override value `{raw}`: {e}")))?,
+            actor: r.try_get("actor")?,
+            rationale: r.try_get("rationale")?,
+            set_at: r.try_get("set_at")?,
+            expires_at: opt_i64(&r, "expires_at")?,
+        });
+    }
+    Ok(state)
+}
+
+/// Bump (or create) the tenant row as the transaction's first statement: it takes the write
+/// lock up front (SQLite) and serializes concurrent changes of one tenant (PostgreSQL).
+pub(crate) async fn bump_revision(conn: &mut AnyConnection, tenant_id: &str, by: &Actor) -> Result<u64, StoreError> {
+    let rev: i64 = sqlx::query_scalar(
+        "INSERT INTO tenants (tenant_id, revision, created_at, updated_at, last_actor, last_rationale, last_origin) \
+         VALUES ($1, 1, $2, $2, $3, $4, $5) \
+         ON CONFLICT (tenant_id) DO UPDATE SET revision = tenants.revision + 1, updated_at = excluded.updated_at, \
+         last_actor = excluded.last_actor, last_rationale = excluded.last_rationale, last_origin = excluded.last_origin \
+         RETURNING revision",
+    )
+    .bind(tenant_id)
+    .bind(by.at)
+    .bind(&by.actor)
+    .bind(&by.rationale)
+    .bind(&by.origin)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(u64::try_from(rev).unwrap_or(0))
+}
+
+pub(crate) async fn write_audit(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    action: &str,
+    by: &Actor,
+    before: &serde_json::Value,
+    after: &serde_json::Value,
+    revision: u64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO audit_events (tenant_id, at, actor, action, rationale, origin, before_json, after_json, revision) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(tenant_id)
+    .bind(by.at)
+    .bind(&by.actor)
+    .bind(action)
+    .bind(&by.rationale)
+    .bind(&by.origin)
+    .bind(before.to_string())
+    .bind(after.to_string())
+    .bind(i64::try_from(revision).unwrap_or(i64::MAX))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> serde_json::Value {
+    serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
+}
+
+fn tenant_json(s: &TenantState) -> serde_json::Value {
+    json!({ "stripe_customer_id": s.stripe_customer_id, "trial": s.trial, "archived": s.archived })
+}
+
+/// Apply one mutation inside an open transaction; returns (before, after, trial).
+async fn apply(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    m: &Mutation,
+    by: &Actor,
+    current: &TenantState,
+) -> Result<(serde_json::Value, serde_json::Value, Option<Trial>), StoreError> {
+    let null = serde_json::Value::Null;
+    Ok(match m {
+        Mutation::PutTenant { stripe_customer_id, trial, archived } => {
+            let mut next = current.clone();
+            if let Some(c) = stripe_customer_id {
+                next.stripe_customer_id = (!c.is_empty()).then(|| c.clone());
+            }
+            if trial.is_some() {
+                next.trial = *trial;
+            }
+            if let Some(a) = archived {
+                next.archived = *a;
+            }
+            write_tenant_fields(conn, tenant_id, &next).await?;
+            (if current.known { tenant_json(current) } else { null }, tenant_json(&next), next.trial)
+        }
+        Mutation::ExtendTrial { extension } => {
+            let trial = extend_trial(current.trial, *extension, by.at);
+            let mut next = current.clone();
+            next.trial = Some(trial);
+            write_tenant_fields(conn, tenant_id, &next).await?;
+            (to_json(&current.trial), to_json(&trial), Some(trial))
+        }
+        Mutation::AssignPlan { plan, expires_at } => {
+            let before = current.plan_assignments.iter().find(|a| &a.plan == plan);
+            let after = PlanAssignment { plan: plan.clone(), actor: by.actor.clone(), rationale: by.rationale.clone(), assigned_at: by.at, expires_at: *expires_at };
+            sqlx::query(
+                "INSERT INTO plan_assignments (tenant_id, plan, actor, rationale, assigned_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (tenant_id, plan) DO UPDATE SET actor = excluded.actor, rationale = excluded.rationale, \
+                 assigned_at = excluded.assigned_at, expires_at = excluded.expires_at",
+            )
+            .bind(tenant_id)
+            .bind(plan)
+            .bind(&by.actor)
+            .bind(&by.rationale)
+            .bind(by.at)
+            .bind(*expires_at)
+            .execute(&mut *conn)
+            .await?;
+            (to_json(&before), to_json(&after), None)
+        }
+        Mutation::UnassignPlan { plan } => {
+            let before: Vec<_> = current.plan_assignments.iter().filter(|a| plan.as_ref().is_none_or(|p| &a.plan == p)).collect();
+            sqlx::query("DELETE FROM plan_assignments WHERE tenant_id = $1 AND ($2 = '' OR plan = $2)")
+                .bind(tenant_id)
+                .bind(plan.clone().unwrap_or_default())
+                .execute(&mut *conn)
+                .await?;
+            (to_json(&before), json!([]), None)
+        }
+        Mutation::GrantAddOn { addon, quantity, expires_at } => {
+            let before = current.addon_grants.iter().find(|g| &g.addon == addon && g.origin == GrantOrigin::Manual);
+            let after = AddOnGrant {
+                addon: addon.clone(),
+                quantity: *quantity,
+                origin: GrantOrigin::Manual,
+                actor: by.actor.clone(),
+                rationale: by.rationale.clone(),
+                granted_at: by.at,
+                expires_at: *expires_at,
+            };
+            upsert_grant(conn, tenant_id, &after).await?;
+            (to_json(&before), to_json(&after), None)
+        }
+        Mutation::RevokeAddOn { addon } => {
+            let before = current.addon_grants.iter().find(|g| &g.addon == addon && g.origin == GrantOrigin::Manual);
+            sqlx::query("DELETE FROM addon_grants WHERE tenant_id = $1 AND addon = $2 AND origin = 'manual'")
+                .bind(tenant_id)
+                .bind(addon)
+                .execute(&mut *conn)
+                .await?;
+            (to_json(&before), null, None)
+        }
+        Mutation::SetOverride { feature, value, expires_at } => {
+            let before = current.overrides.iter().find(|o| &o.feature == feature);
+            let after = Override {
+                feature: feature.clone(),
+                value: *value,
+                actor: by.actor.clone(),
+                rationale: by.rationale.clone(),
+                set_at: by.at,
+                expires_at: *expires_at,
+            };
+            sqlx::query(
+                "INSERT INTO overrides (tenant_id, feature, value_json, actor, rationale, set_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (tenant_id, feature) DO UPDATE SET value_json = excluded.value_json, actor = excluded.actor, \
+                 rationale = excluded.rationale, set_at = excluded.set_at, expires_at = excluded.expires_at",
+            )
+            .bind(tenant_id)
+            .bind(feature)
+            .bind(to_json(value).to_string())
+            .bind(&by.actor)
+            .bind(&by.rationale)
+            .bind(by.at)
+            .bind(*expires_at)
+            .execute(&mut *conn)
+            .await?;
+            (to_json(&before), to_json(&after), None)
+        }
+        Mutation::ClearOverride { feature } => {
+            let before = current.overrides.iter().find(|o| &o.feature == feature);
+            sqlx::query("DELETE FROM overrides WHERE tenant_id = $1 AND feature = $2")
+                .bind(tenant_id)
+                .bind(feature)
+                .execute(&mut *conn)
+                .await?;
+            (to_json(&before), null, None)
+        }
+    })
+}
+
+async fn write_tenant_fields(conn: &mut AnyConnection, tenant_id: &str, s: &TenantState) -> Result<(), StoreError> {
+    sqlx::query("UPDATE tenants SET stripe_customer_id = $2, trial_start = $3, trial_end = $4, archived = $5 WHERE tenant_id = $1")
+        .bind(tenant_id)
+        .bind(s.stripe_customer_id.clone())
+        .bind(s.trial.map(|t| t.start))
+        .bind(s.trial.map(|t| t.end))
+        .bind(i64::from(s.archived))
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Insert or replace a grant; the key is (tenant, add-on, origin), so re-delivered grants converge.
+pub(crate) async fn upsert_grant(conn: &mut AnyConnection, tenant_id: &str, g: &AddOnGrant) -> Result<(), StoreError> {
+    let (origin, sub, item) = match &g.origin {
+        GrantOrigin::Manual => ("manual".to_string(), None, None),
+        GrantOrigin::Stripe { subscription_id, item_id } => {
+            (format!("stripe:{subscription_id}:{item_id}"), Some(subscription_id.clone()), Some(item_id.clone()))
+        }
+    };
+    sqlx::query(
+        "INSERT INTO addon_grants (tenant_id, addon, origin, subscription_id, item_id, quantity, actor, rationale, granted_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+         ON CONFLICT (tenant_id, addon, origin) DO UPDATE SET quantity = excluded.quantity, actor = excluded.actor, \
+         rationale = excluded.rationale, granted_at = excluded.granted_at, expires_at = excluded.expires_at",
+    )
+    .bind(tenant_id)
+    .bind(&g.addon)
+    .bind(origin)
+    .bind(sub)
+    .bind(item)
+    .bind(g.quantity)
+    .bind(&g.actor)
+    .bind(&g.rationale)
+    .bind(g.granted_at)
+    .bind(g.expires_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    async fn load(&self, tenant_id: &str) -> Result<TenantState, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        load_tenant(&mut conn, tenant_id).await
+    }
+
+    async fn mutate(&self, tenant_id: &str, m: &Mutation, by: &Actor) -> Result<Committed, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let revision = bump_revision(&mut tx, tenant_id, by).await?;
+        let current = load_tenant(&mut tx, tenant_id).await?;
+        let (before, after, trial) = apply(&mut tx, tenant_id, m, by, &current).await?;
+        write_audit(&mut tx, tenant_id, m.action(), by, &before, &after, revision).await?;
+        tx.commit().await?;
+        Ok(Committed { revision, trial })
+    }
+
+    async fn audit(&self, tenant_id: &str, limit: u32, before_id: Option<i64>) -> Result<Vec<AuditRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, tenant_id, at, actor, action, rationale, origin, before_json, after_json, revision FROM audit_events \
+             WHERE tenant_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
+        )
+        .bind(tenant_id)
+        .bind(before_id.unwrap_or(i64::MAX))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditRecord {
+                    id: r.try_get("id")?,
+                    tenant_id: r.try_get("tenant_id")?,
+                    at: r.try_get("at")?,
+                    actor: r.try_get("actor")?,
+                    action: r.try_get("action")?,
+                    rationale: r.try_get("rationale")?,
+                    origin: r.try_get("origin")?,
+                    before: r.try_get("before_json")?,
+                    after: r.try_get("after_json")?,
+                    revision: u64::try_from(r.try_get::<i64, _>("revision")?).unwrap_or(0),
+                })
+            })
+            .collect()
+    }
+
+    async fn record_usage(&self, r: &UsageReport) -> Result<UsageOutcome, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(key) = &r.idempotency_key {
+            // Claim the key first: a concurrent duplicate waits here, then sees the original.
+            let claimed = sqlx::query(
+                "INSERT INTO usage_reports (tenant_id, feature, idempotency_key, applied, used_after, period_start, created_at) \
+                 VALUES ($1, $2, $3, 0, 0, $4, $5) ON CONFLICT DO NOTHING",
+            )
+            .bind(&r.tenant_id)
+            .bind(&r.feature)
+            .bind(key)
+            .bind(r.period_start)
+            .bind(r.at)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if claimed == 0 {
+                let row = sqlx::query("SELECT applied, used_after FROM usage_reports WHERE tenant_id = $1 AND feature = $2 AND idempotency_key = $3")
+                    .bind(&r.tenant_id)
+                    .bind(&r.feature)
+                    .bind(key)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                tx.rollback().await?;
+                return Ok(UsageOutcome { applied: row.try_get::<i64, _>("applied")? != 0, duplicate: true, used: row.try_get("used_after")? });
+            }
+        }
+        // One conditional upsert: the period rollover, the addition and the limit test happen in
+        // a single statement, so concurrent replicas can never over-grant.
+        let over_limit = r.limit.is_some_and(|l| r.value > l);
+        let new_used: Option<i64> = if over_limit {
+            None
+        } else {
+            let q = match r.mode {
+                UsageMode::Delta => sqlx::query_scalar(
+                    "INSERT INTO usage_counters (tenant_id, feature, period_start, used, updated_at) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (tenant_id, feature) DO UPDATE SET \
+                     used = CASE WHEN usage_counters.period_start >= excluded.period_start THEN usage_counters.used + excluded.used ELSE excluded.used END, \
+                     period_start = CASE WHEN usage_counters.period_start >= excluded.period_start THEN usage_counters.period_start ELSE excluded.period_start END, \
+                     updated_at = excluded.updated_at \
+                     WHERE (usage_counters.period_start < excluded.period_start) \
+                        OR (usage_counters.used <= $6 AND usage_counters.used + excluded.used <= $7) \
+                     RETURNING used",
+                ),
+                UsageMode::Set => sqlx::query_scalar(
+                    "INSERT INTO usage_counters (tenant_id, feature, period_start, used, updated_at) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (tenant_id, feature) DO UPDATE SET used = excluded.used, period_start = excluded.period_start, \
+                     updated_at = excluded.updated_at WHERE $6 >= 0 AND $7 >= 0 \
+                     RETURNING used",
+                ),
+            };
+            // $6 guards against i64 overflow, $7 is the enforced limit (no limit: i64::MAX).
+            q.bind(&r.tenant_id)
+                .bind(&r.feature)
+                .bind(r.period_start)
+                .bind(r.value)
+                .bind(r.at)
+                .bind(i64::MAX - r.value)
+                .bind(r.limit.unwrap_or(i64::MAX))
+                .fetch_optional(&mut *tx)
+                .await?
+        };
+        let (applied, used) = match new_used {
+            Some(u) => (true, u),
+            None => {
+                let current: Option<(i64, i64)> = sqlx::query_as("SELECT used, period_start FROM usage_counters WHERE tenant_id = $1 AND feature = $2")
+                    .bind(&r.tenant_id)
+                    .bind(&r.feature)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let used = current.filter(|&(_, p)| p >= r.period_start).map_or(0, |(u, _)| u);
+                if !over_limit && used > i64::MAX - r.value {
+                    tx.rollback().await?;
+                    return Err(StoreError::Overflow);
+                }
+                (false, used)
+            }
+        };
+        if let Some(key) = &r.idempotency_key {
+            sqlx::query("UPDATE usage_reports SET applied = $4, used_after = $5 WHERE tenant_id = $1 AND feature = $2 AND idempotency_key = $3")
+                .bind(&r.tenant_id)
+                .bind(&r.feature)
+                .bind(key)
+                .bind(i64::from(applied))
+                .bind(used)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(UsageOutcome { applied, duplicate: false, used })
+    }
+
+    async fn usage(&self, tenant_id: &str, feature: &str, period_start: UnixTime) -> Result<i64, StoreError> {
+        let row: Option<(i64, i64)> = sqlx::query_as("SELECT used, period_start FROM usage_counters WHERE tenant_id = $1 AND feature = $2")
+            .bind(tenant_id)
+            .bind(feature)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.filter(|&(_, p)| p >= period_start).map_or(0, |(u, _)| u))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        conn.ping().await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(normalize_url("entitlements.db").unwrap(), ("sqlite://entitlements.db?mode=rwc".into(), Backend::Sqlite));
+        assert_eq!(normalize_url("sqlite://x.db").unwrap().0, "sqlite://x.db?mode=rwc");
+        assert_eq!(normalize_url("sqlite://x.db?mode=ro").unwrap().0, "sqlite://x.db?mode=ro");
+        assert_eq!(normalize_url("postgres://u@h/db").unwrap().1, Backend::Postgres);
+        assert!(normalize_url("mysql://x").is_err());
+        assert!(normalize_url("").is_err());
+    }
+}
