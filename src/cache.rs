@@ -33,7 +33,9 @@ struct UntilValid {
 }
 
 fn now_unix_f64() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 impl Expiry<Arc<str>, Arc<Cached>> for UntilValid {
@@ -73,11 +75,20 @@ pub enum Lookup {
 impl TenantCache {
     pub fn new(capacity: u64, max_ttl: Duration) -> TenantCache {
         TenantCache {
-            tenants: moka::future::Cache::builder().max_capacity(capacity).expire_after(UntilValid { max_ttl }).build(),
-            usage: moka::future::Cache::builder().max_capacity(capacity.saturating_mul(4)).time_to_live(max_ttl).build(),
+            tenants: moka::future::Cache::builder()
+                .max_capacity(capacity)
+                .expire_after(UntilValid { max_ttl })
+                .build(),
+            usage: moka::future::Cache::builder()
+                .max_capacity(capacity.saturating_mul(4))
+                .time_to_live(max_ttl)
+                .build(),
             // A floor only matters while a load that predates it may still be in flight or
             // cached: keeping it for max_ttl plus a margin is enough.
-            floors: moka::sync::Cache::builder().max_capacity(capacity).time_to_live(max_ttl + Duration::from_secs(60)).build(),
+            floors: moka::sync::Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(max_ttl + Duration::from_secs(60))
+                .build(),
             epoch: AtomicU64::new(0),
         }
     }
@@ -87,7 +98,11 @@ impl TenantCache {
     }
 
     fn fresh(&self, tenant: &str, c: &Cached) -> bool {
-        c.epoch >= self.epoch() && self.floors.get(tenant).is_none_or(|floor| c.tenant.revision >= floor)
+        c.epoch >= self.epoch()
+            && self
+                .floors
+                .get(tenant)
+                .is_none_or(|floor| c.tenant.revision >= floor)
     }
 
     /// The cached resolution if fresh and at least `min_revision`.
@@ -97,7 +112,12 @@ impl TenantCache {
     }
 
     /// Get, or load through `load` (coalesced per tenant). `load` receives the epoch to stamp.
-    pub async fn get_or_load<F, Fut, E>(&self, tenant: &str, min_revision: u64, load: F) -> Result<(Arc<Cached>, Lookup), Arc<E>>
+    pub async fn get_or_load<F, Fut, E>(
+        &self,
+        tenant: &str,
+        min_revision: u64,
+        load: F,
+    ) -> Result<(Arc<Cached>, Lookup), Arc<E>>
     where
         F: Fn(u64) -> Fut,
         Fut: Future<Output = Result<Arc<Cached>, E>>,
@@ -116,7 +136,10 @@ impl TenantCache {
             {
                 self.tenants.invalidate(tenant).await;
             }
-            let c = self.tenants.try_get_with(Arc::clone(&key), load(self.epoch())).await?;
+            let c = self
+                .tenants
+                .try_get_with(Arc::clone(&key), load(self.epoch()))
+                .await?;
             attempt += 1;
             if (c.tenant.revision >= min_revision && self.fresh(tenant, &c)) || attempt >= 3 {
                 return Ok((c, Lookup::Miss));
@@ -153,5 +176,149 @@ impl TenantCache {
     /// Run pending maintenance (eviction, counts); for tests and metrics.
     pub async fn sync(&self) {
         self.tenants.run_pending_tasks().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use tokio::sync::Notify;
+
+    use super::*;
+    use crate::catalog::Catalog;
+    use crate::tenant::TenantState;
+
+    fn resolved(revision: u64) -> ResolvedTenant {
+        let catalog = Arc::new(
+            Catalog::from_toml(include_str!("../examples/catalog.toml"), &|_| None)
+                .expect("catalog"),
+        );
+        let state = TenantState {
+            tenant_id: "t".into(),
+            known: true,
+            revision,
+            ..TenantState::default()
+        };
+        crate::resolve::resolve(&catalog, &state, 1_800_000_000)
+    }
+
+    #[tokio::test]
+    async fn a_slow_load_racing_an_invalidation_does_not_win() {
+        let cache = Arc::new(TenantCache::new(100, Duration::from_secs(60)));
+        let store_revision = Arc::new(AtomicU64::new(1));
+        let release = Arc::new(Notify::new());
+        let first = Arc::new(AtomicBool::new(true));
+        let loader = {
+            let (store_revision, release, first) = (
+                Arc::clone(&store_revision),
+                Arc::clone(&release),
+                Arc::clone(&first),
+            );
+            move |epoch| {
+                let (store_revision, release, first) = (
+                    Arc::clone(&store_revision),
+                    Arc::clone(&release),
+                    Arc::clone(&first),
+                );
+                async move {
+                    // Read the store, then stall: the classic window for stale resurrection.
+                    let rev = store_revision.load(Ordering::SeqCst);
+                    if first.swap(false, Ordering::SeqCst) {
+                        release.notified().await;
+                    }
+                    Ok::<_, ()>(Arc::new(Cached {
+                        tenant: resolved(rev),
+                        epoch,
+                    }))
+                }
+            }
+        };
+        let slow = tokio::spawn({
+            let cache = Arc::clone(&cache);
+            async move {
+                cache
+                    .get_or_load("t", 0, loader)
+                    .await
+                    .map(|(c, _)| c.tenant.revision)
+            }
+        });
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // A write commits revision 2 and invalidates while the load still holds revision 1.
+        store_revision.store(2, Ordering::SeqCst);
+        cache.invalidate("t", 2).await;
+        release.notify_one();
+        assert_eq!(
+            slow.await.expect("join").expect("load"),
+            2,
+            "the older load must not be served"
+        );
+        assert_eq!(cache.get("t", 0).await.map(|c| c.tenant.revision), Some(2));
+    }
+
+    #[tokio::test]
+    async fn an_entry_below_its_floor_or_from_before_a_flush_is_not_served() {
+        let cache = TenantCache::new(100, Duration::from_secs(60));
+        cache
+            .tenants
+            .insert(
+                Arc::from("t"),
+                Arc::new(Cached {
+                    tenant: resolved(3),
+                    epoch: cache.epoch(),
+                }),
+            )
+            .await;
+        assert!(cache.get("t", 0).await.is_some());
+        assert!(
+            cache.get("t", 4).await.is_none(),
+            "min_revision 4 needs a reload"
+        );
+        cache.floors.insert(Arc::from("t"), 5);
+        assert!(cache.get("t", 0).await.is_none(), "below the floor");
+        let stale_epoch = cache.epoch();
+        cache.flush();
+        cache
+            .tenants
+            .insert(
+                Arc::from("u"),
+                Arc::new(Cached {
+                    tenant: resolved(9),
+                    epoch: stale_epoch,
+                }),
+            )
+            .await;
+        assert!(cache.get("u", 0).await.is_none(), "loaded before the flush");
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_coalesce_into_one_load() {
+        let cache = Arc::new(TenantCache::new(100, Duration::from_secs(60)));
+        let loads = Arc::new(AtomicU64::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..16 {
+            let (cache, loads) = (Arc::clone(&cache), Arc::clone(&loads));
+            tasks.push(tokio::spawn(async move {
+                cache
+                    .get_or_load("t", 0, |epoch| {
+                        let loads = Arc::clone(&loads);
+                        async move {
+                            loads.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(30)).await;
+                            Ok::<_, ()>(Arc::new(Cached {
+                                tenant: resolved(1),
+                                epoch,
+                            }))
+                        }
+                    })
+                    .await
+                    .map(|(c, _)| c.tenant.revision)
+            }));
+        }
+        for t in tasks {
+            assert_eq!(t.await.expect("join").expect("load"), 1);
+        }
+        assert_eq!(loads.load(Ordering::SeqCst), 1);
     }
 }

@@ -8,7 +8,11 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "entitlements", version, about = "gRPC entitlement decision service")]
+#[command(
+    name = "entitlements",
+    version,
+    about = "gRPC entitlement decision service"
+)]
 pub struct Cli {
     /// Log format.
     #[arg(long, global = true, env = "ENTITLEMENTS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -35,7 +39,11 @@ pub enum Command {
     Serve(ServeArgs),
     /// Apply database migrations and exit.
     Migrate {
-        #[arg(long, env = "ENTITLEMENTS_DATABASE_URL", default_value = "entitlements.db")]
+        #[arg(
+            long,
+            env = "ENTITLEMENTS_DATABASE_URL",
+            default_value = "entitlements.db"
+        )]
         database_url: String,
     },
     /// Catalog tools.
@@ -50,7 +58,11 @@ pub enum Command {
         /// Ask with intent READ (default WRITE).
         #[arg(long)]
         read: bool,
-        #[arg(long, env = "ENTITLEMENTS_ADDR", default_value = "http://127.0.0.1:50051")]
+        #[arg(
+            long,
+            env = "ENTITLEMENTS_ADDR",
+            default_value = "http://127.0.0.1:50051"
+        )]
         addr: String,
     },
     /// Ask a running server to explain a tenant's entitlements.
@@ -61,7 +73,11 @@ pub enum Command {
         /// Evaluate at this RFC 3339 time instead of now.
         #[arg(long)]
         at: Option<String>,
-        #[arg(long, env = "ENTITLEMENTS_ADDR", default_value = "http://127.0.0.1:50051")]
+        #[arg(
+            long,
+            env = "ENTITLEMENTS_ADDR",
+            default_value = "http://127.0.0.1:50051"
+        )]
         addr: String,
     },
 }
@@ -75,12 +91,24 @@ pub enum CatalogCommand {
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// The catalog file (TOML).
-    #[arg(long, env = "ENTITLEMENTS_CATALOG", default_value = "examples/catalog.toml")]
+    #[arg(
+        long,
+        env = "ENTITLEMENTS_CATALOG",
+        default_value = "examples/catalog.toml"
+    )]
     pub catalog: PathBuf,
     /// sqlite://PATH (or a bare path; the default, created if missing) or postgres://…
-    #[arg(long, env = "ENTITLEMENTS_DATABASE_URL", default_value = "entitlements.db")]
+    #[arg(
+        long,
+        env = "ENTITLEMENTS_DATABASE_URL",
+        default_value = "entitlements.db"
+    )]
     pub database_url: String,
-    #[arg(long, env = "ENTITLEMENTS_GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    #[arg(
+        long,
+        env = "ENTITLEMENTS_GRPC_ADDR",
+        default_value = "127.0.0.1:50051"
+    )]
     pub grpc_addr: SocketAddr,
     /// Health, readiness and (later) the Stripe webhook.
     #[arg(long, env = "ENTITLEMENTS_HTTP_ADDR", default_value = "127.0.0.1:8080")]

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use crate::catalog::{Catalog, FeatureIdx, Value};
 use crate::decide::{Decision, Intent, Reason, Upgrade, decide_idx};
 use crate::lifecycle::{Phase, days_left};
-use crate::resolve::{Contribution, ContributionKind, PlanCandidate, ResolvedTenant, Trace, resolve_traced};
+use crate::resolve::{
+    Contribution, ContributionKind, PlanCandidate, ResolvedTenant, Trace, resolve_traced,
+};
 use crate::tenant::{Change, SubscriptionStatus, TenantState, UnixTime};
 
 #[derive(Debug, Clone)]
@@ -65,13 +67,31 @@ pub fn explain(
                 })
                 .or_else(|| state.last_change.clone());
             let summary = summarize(catalog, &resolved, fi, &decision, &contributions);
-            FeatureExplanation { feature: fi, effective: resolved.features[fi].value, decision, contributions, last_change, summary }
+            FeatureExplanation {
+                feature: fi,
+                effective: resolved.features[fi].value,
+                decision,
+                contributions,
+                last_change,
+                summary,
+            }
         })
         .collect();
-    Explanation { offers: trial_offers(catalog, state, &resolved), resolved, candidates: trace.candidates, features }
+    Explanation {
+        offers: trial_offers(catalog, state, &resolved),
+        resolved,
+        candidates: trace.candidates,
+        features,
+    }
 }
 
-fn summarize(c: &Catalog, r: &ResolvedTenant, fi: FeatureIdx, d: &Decision, contributions: &[Contribution]) -> String {
+fn summarize(
+    c: &Catalog,
+    r: &ResolvedTenant,
+    fi: FeatureIdx,
+    d: &Decision,
+    contributions: &[Contribution],
+) -> String {
     let key = &c.features[fi].key;
     let applied: Vec<String> = contributions
         .iter()
@@ -81,11 +101,16 @@ fn summarize(c: &Catalog, r: &ResolvedTenant, fi: FeatureIdx, d: &Decision, cont
             ContributionKind::DefaultPlan => format!("default plan {} gives {}", x.key, x.value),
             ContributionKind::Seats => format!("{} seats from the subscription", x.value),
             ContributionKind::AddOn => format!("add-on {} ×{} adds {}", x.key, x.quantity, x.value),
-            ContributionKind::Override => format!("override to {} by {} ({})", x.value, x.actor, x.rationale),
+            ContributionKind::Override => {
+                format!("override to {} by {} ({})", x.value, x.actor, x.rationale)
+            }
         })
         .collect();
     let verdict = match (d.allowed, d.reason) {
-        (true, Reason::Shadow) => format!("allowed (shadow: would be {})", d.shadow_denial.map_or("", Reason::as_str)),
+        (true, Reason::Shadow) => format!(
+            "allowed (shadow: would be {})",
+            d.shadow_denial.map_or("", Reason::as_str)
+        ),
         (true, reason) => format!("allowed ({})", reason.as_str()),
         (false, reason) => format!("denied ({})", reason.as_str()),
     };
@@ -102,7 +127,14 @@ fn summarize(c: &Catalog, r: &ResolvedTenant, fi: FeatureIdx, d: &Decision, cont
         Phase::Active | Phase::Trialing | Phase::PastDue => String::new(),
         p => format!(" [{}]", p.as_str()),
     };
-    format!("{key}: {verdict}{usage} — {}{hint}{phase}", if applied.is_empty() { "nothing grants it".into() } else { applied.join(", ") })
+    format!(
+        "{key}: {verdict}{usage} — {}{hint}{phase}",
+        if applied.is_empty() {
+            "nothing grants it".into()
+        } else {
+            applied.join(", ")
+        }
+    )
 }
 
 /// Which catalog trial offers the tenant may start now, and why not for the others.
@@ -110,10 +142,18 @@ pub fn trial_offers(c: &Catalog, state: &TenantState, r: &ResolvedTenant) -> Vec
     let paying: Vec<&str> = state
         .subscriptions
         .iter()
-        .filter(|s| matches!(s.status, SubscriptionStatus::Active | SubscriptionStatus::PastDue))
+        .filter(|s| {
+            matches!(
+                s.status,
+                SubscriptionStatus::Active | SubscriptionStatus::PastDue
+            )
+        })
         .filter_map(|s| s.plan.as_deref())
         .collect();
-    let trialing = state.subscriptions.iter().any(|s| s.status == SubscriptionStatus::Trialing);
+    let trialing = state
+        .subscriptions
+        .iter()
+        .any(|s| s.status == SubscriptionStatus::Trialing);
     let current = &c.plans_by_rank()[r.plan.idx];
     c.trial_offers
         .iter()
@@ -122,13 +162,30 @@ pub fn trial_offers(c: &Catalog, state: &TenantState, r: &ResolvedTenant) -> Vec
             let why_not = if trialing && o.not_while_trialing {
                 Some("not offered while a trial is running".to_string())
             } else if current.rank >= offered_rank {
-                Some(format!("already on {} (rank {} ≥ {})", current.key, current.rank, offered_rank))
-            } else if !o.requires_paid_plan.is_empty() && !o.requires_paid_plan.iter().any(|p| paying.contains(&p.as_str())) {
-                Some(format!("requires a paid subscription to {}", o.requires_paid_plan.join(" or ")))
+                Some(format!(
+                    "already on {} (rank {} ≥ {})",
+                    current.key, current.rank, offered_rank
+                ))
+            } else if !o.requires_paid_plan.is_empty()
+                && !o
+                    .requires_paid_plan
+                    .iter()
+                    .any(|p| paying.contains(&p.as_str()))
+            {
+                Some(format!(
+                    "requires a paid subscription to {}",
+                    o.requires_paid_plan.join(" or ")
+                ))
             } else {
                 None
             };
-            OfferStatus { key: o.key.clone(), plan: o.plan.clone(), days: o.days, open: why_not.is_none(), reason: why_not.unwrap_or_default() }
+            OfferStatus {
+                key: o.key.clone(),
+                plan: o.plan.clone(),
+                days: o.days,
+                open: why_not.is_none(),
+                reason: why_not.unwrap_or_default(),
+            }
         })
         .collect()
 }
@@ -137,7 +194,10 @@ pub fn trial_offers(c: &Catalog, state: &TenantState, r: &ResolvedTenant) -> Vec
 pub fn lifecycle_summary(r: &ResolvedTenant) -> String {
     let l = &r.lifecycle;
     match (l.phase, l.trial_end) {
-        (Phase::Trialing, Some(end)) => format!("trialing, {} day(s) left (ends {end})", days_left(end, r.evaluated_at)),
+        (Phase::Trialing, Some(end)) => format!(
+            "trialing, {} day(s) left (ends {end})",
+            days_left(end, r.evaluated_at)
+        ),
         _ => l.summary(r.evaluated_at),
     }
 }

@@ -11,7 +11,10 @@ use axum::routing::get;
 use crate::service::Service;
 
 pub fn router(service: Arc<Service>) -> Router {
-    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).with_state(service)
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(service)
 }
 
 async fn healthz() -> &'static str {
@@ -19,5 +22,9 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(service): State<Arc<Service>>) -> (StatusCode, &'static str) {
-    if service.ready().await { (StatusCode::OK, "ready\n") } else { (StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n") }
+    if service.ready().await {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n")
+    }
 }

@@ -45,5 +45,6 @@ pub mod pb {
     tonic::include_proto!("entitlements.v1");
 
     /// Encoded file descriptors, for gRPC server reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("entitlements_descriptor");
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("entitlements_descriptor");
 }

@@ -172,10 +172,18 @@ pub fn resolve_traced(
             let note = match (idx, sub.status.entitles()) {
                 (None, _) => format!("plan `{plan}` is not in the catalog"),
                 (_, false) => format!("status `{}` does not entitle", sub.status.as_str()),
-                _ if sub.cancel_at_period_end => "cancels at period end; entitles until then".into(),
+                _ if sub.cancel_at_period_end => {
+                    "cancels at period end; entitles until then".into()
+                }
                 _ => String::new(),
             };
-            t.candidates.push(PlanCandidate { plan: plan.clone(), source: PlanSource::Subscription, origin: origin.clone(), entitles, note });
+            t.candidates.push(PlanCandidate {
+                plan: plan.clone(),
+                source: PlanSource::Subscription,
+                origin: origin.clone(),
+                entitles,
+                note,
+            });
         }
         if let (true, Some(idx)) = (entitles, idx) {
             consider(idx, PlanSource::Subscription, origin, Some(si));
@@ -191,7 +199,13 @@ pub fn resolve_traced(
                 (_, false) => "expired".into(),
                 _ => String::new(),
             };
-            t.candidates.push(PlanCandidate { plan: a.plan.clone(), source: PlanSource::ManualAssignment, origin: origin.clone(), entitles: unexpired && idx.is_some(), note });
+            t.candidates.push(PlanCandidate {
+                plan: a.plan.clone(),
+                source: PlanSource::ManualAssignment,
+                origin: origin.clone(),
+                entitles: unexpired && idx.is_some(),
+                note,
+            });
         }
         if let (true, Some(idx)) = (unexpired, idx) {
             horizon(a.expires_at);
@@ -200,37 +214,87 @@ pub fn resolve_traced(
     }
 
     let policy = &catalog.lifecycle;
-    let any_past_due = state.subscriptions.iter().any(|s| s.status == SubscriptionStatus::PastDue);
+    let any_past_due = state
+        .subscriptions
+        .iter()
+        .any(|s| s.status == SubscriptionStatus::PastDue);
     let (plan, lifecycle, chosen_sub) = if state.archived {
-        let idx = best.as_ref().map_or_else(|| plan_idx(&catalog.default_plan).unwrap_or(0), |b| b.0);
+        let idx = best
+            .as_ref()
+            .map_or_else(|| plan_idx(&catalog.default_plan).unwrap_or(0), |b| b.0);
         let source = best.as_ref().map_or(PlanSource::Default, |b| b.1);
-        let origin = best.as_ref().map_or_else(|| "archived".to_string(), |b| b.2.clone());
-        (PlanChoice { idx, source, origin }, lifecycle::archived_by_flag(), None)
+        let origin = best
+            .as_ref()
+            .map_or_else(|| "archived".to_string(), |b| b.2.clone());
+        (
+            PlanChoice {
+                idx,
+                source,
+                origin,
+            },
+            lifecycle::archived_by_flag(),
+            None,
+        )
     } else if let Some((idx, source, origin, sub)) = best {
         let lc = if any_past_due {
             lifecycle::past_due()
-        } else if let Some(s) = sub.map(|i| &state.subscriptions[i]).filter(|s| s.status == SubscriptionStatus::Trialing) {
+        } else if let Some(s) = sub
+            .map(|i| &state.subscriptions[i])
+            .filter(|s| s.status == SubscriptionStatus::Trialing)
+        {
             lifecycle::stripe_trial(policy, s.trial_end, now)
         } else {
             LifecycleState::active()
         };
-        (PlanChoice { idx, source, origin }, lc, sub)
+        (
+            PlanChoice {
+                idx,
+                source,
+                origin,
+            },
+            lc,
+            sub,
+        )
     } else {
         let default_idx = plan_idx(&catalog.default_plan).unwrap_or(0);
-        let default_source = if state.known { PlanSource::Default } else { PlanSource::UnknownTenant };
+        let default_source = if state.known {
+            PlanSource::Default
+        } else {
+            PlanSource::UnknownTenant
+        };
         match state.trial {
             Some(trial) => {
                 let lc = lifecycle::product_trial(policy, trial.start, trial.end, now);
                 let trial_idx = policy.trial_plan.as_deref().and_then(plan_idx);
                 let choice = match trial_idx {
-                    Some(idx) if lc.trial_grants_plan() => PlanChoice { idx, source: PlanSource::ProductTrial, origin: "product-led free trial".into() },
-                    _ => PlanChoice { idx: default_idx, source: default_source, origin: "no entitling subscription or assignment".into() },
+                    Some(idx) if lc.trial_grants_plan() => PlanChoice {
+                        idx,
+                        source: PlanSource::ProductTrial,
+                        origin: "product-led free trial".into(),
+                    },
+                    _ => PlanChoice {
+                        idx: default_idx,
+                        source: default_source,
+                        origin: "no entitling subscription or assignment".into(),
+                    },
                 };
                 (choice, lc, None)
             }
             None => {
-                let origin = if state.known { "no entitling subscription or assignment" } else { "unknown tenant" };
-                (PlanChoice { idx: default_idx, source: default_source, origin: origin.into() }, LifecycleState::active(), None)
+                let origin = if state.known {
+                    "no entitling subscription or assignment"
+                } else {
+                    "unknown tenant"
+                };
+                (
+                    PlanChoice {
+                        idx: default_idx,
+                        source: default_source,
+                        origin: origin.into(),
+                    },
+                    LifecycleState::active(),
+                    None,
+                )
             }
         }
     };
@@ -254,7 +318,11 @@ pub fn resolve_traced(
         .enumerate()
         .map(|(fi, f)| {
             let mut value = plan_def.values[fi];
-            let mut kind = if plan_source == Source::DefaultPlan { ContributionKind::DefaultPlan } else { ContributionKind::Plan };
+            let mut kind = if plan_source == Source::DefaultPlan {
+                ContributionKind::DefaultPlan
+            } else {
+                ContributionKind::Plan
+            };
             let mut origin = plan.origin.clone();
             if plan_def.seats_feature == Some(fi)
                 && let Some((sub, seats)) = chosen_sub.and_then(|s| Some((s, s.seats?)))
@@ -282,7 +350,12 @@ pub fn resolve_traced(
                 FeatureKind::Counter(p) => Some(period_at(p, now, billing)),
                 _ => None,
             };
-            ResolvedFeature { value, source: plan_source, overridden: false, period }
+            ResolvedFeature {
+                value,
+                source: plan_source,
+                overridden: false,
+                period,
+            }
         })
         .collect();
     let base_truthy: Vec<bool> = features.iter().map(|f| f.value.is_truthy()).collect();
@@ -291,9 +364,18 @@ pub fn resolve_traced(
         let unexpired = live(g.expires_at, now);
         let (sub_ok, origin) = match &g.origin {
             GrantOrigin::Manual => (true, format!("manual grant by {}", g.actor)),
-            GrantOrigin::Stripe { subscription_id, item_id } => {
-                let ok = state.subscriptions.iter().any(|s| &s.id == subscription_id && s.status.entitles());
-                (ok, format!("stripe subscription {subscription_id} item {item_id}"))
+            GrantOrigin::Stripe {
+                subscription_id,
+                item_id,
+            } => {
+                let ok = state
+                    .subscriptions
+                    .iter()
+                    .any(|s| &s.id == subscription_id && s.status.entitles());
+                (
+                    ok,
+                    format!("stripe subscription {subscription_id} item {item_id}"),
+                )
             }
         };
         let addon = catalog.addon(&g.addon);
@@ -340,7 +422,9 @@ pub fn resolve_traced(
 
     // 4. Overrides replace the value while unexpired.
     for o in &state.overrides {
-        let Some(fi) = catalog.feature_idx(&o.feature) else { continue };
+        let Some(fi) = catalog.feature_idx(&o.feature) else {
+            continue;
+        };
         let fits = o.value.fits(catalog.features[fi].kind);
         let applied = live(o.expires_at, now) && fits;
         if applied {
@@ -370,7 +454,13 @@ pub fn resolve_traced(
                 granted_at: Some(o.set_at),
                 expires_at: o.expires_at,
                 applied,
-                note: if !fits { "value does not fit the feature kind".into() } else if !applied { "expired".into() } else { String::new() },
+                note: if !fits {
+                    "value does not fit the feature kind".into()
+                } else if !applied {
+                    "expired".into()
+                } else {
+                    String::new()
+                },
             });
         }
     }

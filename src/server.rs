@@ -1,6 +1,5 @@
 //! Wiring: load the catalog, open and migrate the store, then serve gRPC and HTTP until shutdown.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -23,13 +22,19 @@ use crate::store::sql::SqlStore;
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("cannot read catalog {path}: {source}")]
-    CatalogRead { path: String, source: std::io::Error },
+    CatalogRead {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path}: {source}")]
     Catalog { path: String, source: CatalogError },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC server: {0}")]
@@ -40,9 +45,16 @@ pub enum ServerError {
 
 /// Read and validate a catalog file; `${VAR}` references come from the process environment.
 pub fn load_catalog(path: &Path) -> Result<Catalog, ServerError> {
-    let src = std::fs::read_to_string(path).map_err(|source| ServerError::CatalogRead { path: path.display().to_string(), source })?;
-    Catalog::from_toml(&src, &|name| std::env::var(name).ok())
-        .map_err(|source| ServerError::Catalog { path: path.display().to_string(), source })
+    let src = std::fs::read_to_string(path).map_err(|source| ServerError::CatalogRead {
+        path: path.display().to_string(),
+        source,
+    })?;
+    Catalog::from_toml(&src, &|name| std::env::var(name).ok()).map_err(|source| {
+        ServerError::Catalog {
+            path: path.display().to_string(),
+            source,
+        }
+    })
 }
 
 /// A started server: its bound addresses, the service, and a way to stop it.
@@ -63,8 +75,14 @@ impl Running {
     }
 
     pub async fn wait(self) -> Result<(), ServerError> {
-        let grpc = self.grpc.await.map_err(|e| ServerError::Http(std::io::Error::other(e)))?;
-        let http = self.http.await.map_err(|e| ServerError::Http(std::io::Error::other(e)))?;
+        let grpc = self
+            .grpc
+            .await
+            .map_err(|e| ServerError::Http(std::io::Error::other(e)))?;
+        let http = self
+            .http
+            .await
+            .map_err(|e| ServerError::Http(std::io::Error::other(e)))?;
         grpc?;
         http.map_err(ServerError::Http)
     }
@@ -85,12 +103,39 @@ pub async fn start(args: &ServeArgs) -> Result<Running, ServerError> {
     }
     let store = SqlStore::connect(&args.database_url).await?;
     store.migrate().await?;
-    let service = Arc::new(Service::new(Arc::new(catalog), Arc::new(store), args.cache_capacity, args.max_ttl));
+    let service = Arc::new(Service::new(
+        Arc::new(catalog),
+        Arc::new(store),
+        args.cache_capacity,
+        args.max_ttl,
+    ));
 
-    let grpc_listener = TcpListener::bind(args.grpc_addr).await.map_err(|source| ServerError::Bind { addr: args.grpc_addr, source })?;
-    let http_listener = TcpListener::bind(args.http_addr).await.map_err(|source| ServerError::Bind { addr: args.http_addr, source })?;
-    let grpc_addr = grpc_listener.local_addr().map_err(|source| ServerError::Bind { addr: args.grpc_addr, source })?;
-    let http_addr = http_listener.local_addr().map_err(|source| ServerError::Bind { addr: args.http_addr, source })?;
+    let grpc_listener =
+        TcpListener::bind(args.grpc_addr)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: args.grpc_addr,
+                source,
+            })?;
+    let http_listener =
+        TcpListener::bind(args.http_addr)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: args.http_addr,
+                source,
+            })?;
+    let grpc_addr = grpc_listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind {
+            addr: args.grpc_addr,
+            source,
+        })?;
+    let http_addr = http_listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind {
+            addr: args.http_addr,
+            source,
+        })?;
 
     let (health, health_service) = tonic_health::server::health_reporter();
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -105,11 +150,18 @@ pub async fn start(args: &ServeArgs) -> Result<Running, ServerError> {
     let (shutdown, rx) = watch::channel(false);
 
     let data = EntitlementServiceServer::new(DataApi::new(Arc::clone(&service)));
-    let admin = AdminServiceServer::with_interceptor(AdminApi::new(Arc::clone(&service)), move |r| auth.check(r));
+    let admin =
+        AdminServiceServer::with_interceptor(AdminApi::new(Arc::clone(&service)), move |r| {
+            auth.check(r)
+        });
     // Ready only once the catalog is loaded and the store answers.
     if service.ready().await {
-        health.set_serving::<EntitlementServiceServer<DataApi>>().await;
-        health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+        health
+            .set_serving::<EntitlementServiceServer<DataApi>>()
+            .await;
+        health
+            .set_service_status("", tonic_health::ServingStatus::Serving)
+            .await;
     }
     let grpc = tokio::spawn(
         Server::builder()
@@ -119,16 +171,28 @@ pub async fn start(args: &ServeArgs) -> Result<Running, ServerError> {
             .add_service(reflection_v1alpha)
             .add_service(data)
             .add_service(admin)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), signalled(rx.clone())),
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(grpc_listener),
+                signalled(rx.clone()),
+            ),
     );
     let app = crate::http::router(Arc::clone(&service));
-    let http = tokio::spawn(async move { axum::serve(http_listener, app).with_graceful_shutdown(signalled(rx)).await });
+    let http = tokio::spawn(async move {
+        axum::serve(http_listener, app)
+            .with_graceful_shutdown(signalled(rx))
+            .await
+    });
     tracing::info!(%grpc_addr, %http_addr, edition = %service.catalog().edition, "serving");
-    Ok(Running { grpc_addr, http_addr, service, shutdown, grpc, http })
+    Ok(Running {
+        grpc_addr,
+        http_addr,
+        service,
+        shutdown,
+        grpc,
+        http,
+    })
 }
 
-fn signalled(mut rx: watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
-    async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    }
+async fn signalled(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
 }

@@ -6,12 +6,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::cache::{CachedUsage, Cached, Lookup, TenantCache};
+use crate::cache::{Cached, CachedUsage, Lookup, TenantCache};
 use crate::catalog::{Catalog, FeatureIdx, FeatureKind, Value};
 use crate::decide::{Decision, Intent, Reason, decide, decide_idx};
 use crate::explain::{Explanation, explain};
 use crate::resolve::{self, ResolvedTenant};
-use crate::store::{Actor, AuditRecord, Committed, Mutation, Store, StoreError, UsageMode, UsageReport};
+use crate::store::{
+    Actor, AuditRecord, Committed, Mutation, Store, StoreError, UsageMode, UsageReport,
+};
 use crate::tenant::{TenantState, UnixTime, validate_tenant_id};
 use crate::usage;
 
@@ -19,7 +21,10 @@ use crate::usage;
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
     #[error("{field}: {message}")]
-    InvalidArgument { field: &'static str, message: String },
+    InvalidArgument {
+        field: &'static str,
+        message: String,
+    },
     /// The store cannot answer and nothing cached or configured can stand in.
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -37,7 +42,10 @@ impl From<StoreError> for ServiceError {
 }
 
 pub fn invalid(field: &'static str, message: impl Into<String>) -> ServiceError {
-    ServiceError::InvalidArgument { field, message: message.into() }
+    ServiceError::InvalidArgument {
+        field,
+        message: message.into(),
+    }
 }
 
 /// Counters the tests and `/metrics` read.
@@ -52,7 +60,9 @@ pub struct Stats {
 
 /// Wall-clock unix seconds: the only clock read of the decision path.
 pub fn unix_now() -> UnixTime {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 pub struct Service {
@@ -99,13 +109,26 @@ fn check_quantity(q: Option<i64>) -> Result<i64, ServiceError> {
     match q {
         None => Ok(1),
         Some(q) if q >= 0 => Ok(q),
-        Some(q) => Err(invalid("quantity", format!("must not be negative (got {q})"))),
+        Some(q) => Err(invalid(
+            "quantity",
+            format!("must not be negative (got {q})"),
+        )),
     }
 }
 
 impl Service {
-    pub fn new(catalog: Arc<Catalog>, store: Arc<dyn Store>, cache_capacity: u64, max_ttl: Duration) -> Service {
-        Service { catalog, store, cache: TenantCache::new(cache_capacity, max_ttl), stats: Stats::default() }
+    pub fn new(
+        catalog: Arc<Catalog>,
+        store: Arc<dyn Store>,
+        cache_capacity: u64,
+        max_ttl: Duration,
+    ) -> Service {
+        Service {
+            catalog,
+            store,
+            cache: TenantCache::new(cache_capacity, max_ttl),
+            stats: Stats::default(),
+        }
     }
 
     pub fn catalog(&self) -> &Arc<Catalog> {
@@ -122,7 +145,11 @@ impl Service {
 
     /// The tenant's resolution, from cache or store. With the store down and nothing cached,
     /// the catalog's fallback values answer when the catalog defines any.
-    pub async fn resolved(&self, tenant: &str, min_revision: Option<u64>) -> Result<Arc<Cached>, ServiceError> {
+    pub async fn resolved(
+        &self,
+        tenant: &str,
+        min_revision: Option<u64>,
+    ) -> Result<Arc<Cached>, ServiceError> {
         check_tenant(tenant)?;
         let min = min_revision.unwrap_or(0);
         let result = self
@@ -136,7 +163,11 @@ impl Service {
             .await;
         match result {
             Ok((c, lookup)) => {
-                let counter = if lookup == Lookup::Hit { &self.stats.cache_hits } else { &self.stats.cache_misses };
+                let counter = if lookup == Lookup::Hit {
+                    &self.stats.cache_hits
+                } else {
+                    &self.stats.cache_misses
+                };
                 counter.fetch_add(1, Ordering::Relaxed);
                 Ok(c)
             }
@@ -170,8 +201,13 @@ impl Service {
                 return Ok(u.used);
             }
         }
-        let used = self.store.usage(&r.tenant_id, &self.catalog.features[fi].key, period_start).await?;
-        self.cache.put_usage(&key, fi, CachedUsage { period_start, used }).await;
+        let used = self
+            .store
+            .usage(&r.tenant_id, &self.catalog.features[fi].key, period_start)
+            .await?;
+        self.cache
+            .put_usage(&key, fi, CachedUsage { period_start, used })
+            .await;
         Ok(used)
     }
 
@@ -200,9 +236,15 @@ impl Service {
         min_revision: Option<u64>,
     ) -> Result<(Arc<Cached>, Vec<Decision>), ServiceError> {
         if items.len() > MAX_BATCH {
-            return Err(invalid("items", format!("at most {MAX_BATCH} items per batch")));
+            return Err(invalid(
+                "items",
+                format!("at most {MAX_BATCH} items per batch"),
+            ));
         }
-        let quantities = items.iter().map(|i| check_quantity(i.quantity)).collect::<Result<Vec<_>, _>>()?;
+        let quantities = items
+            .iter()
+            .map(|i| check_quantity(i.quantity))
+            .collect::<Result<Vec<_>, _>>()?;
         let c = self.resolved(tenant, min_revision).await?;
         let mut out = Vec::with_capacity(items.len());
         for (item, q) in items.iter().zip(quantities) {
@@ -215,16 +257,28 @@ impl Service {
         Ok((c, out))
     }
 
-    fn feature_list(&self, features: &[String], metered_only: bool) -> Result<Vec<FeatureIdx>, ServiceError> {
+    fn feature_list(
+        &self,
+        features: &[String],
+        metered_only: bool,
+    ) -> Result<Vec<FeatureIdx>, ServiceError> {
         if features.is_empty() {
-            return Ok((0..self.catalog.features.len()).filter(|&i| !metered_only || self.catalog.features[i].kind.is_metered()).collect());
+            return Ok((0..self.catalog.features.len())
+                .filter(|&i| !metered_only || self.catalog.features[i].kind.is_metered())
+                .collect());
         }
         features
             .iter()
             .map(|f| {
-                let fi = self.catalog.feature_idx(f).ok_or_else(|| invalid("features", format!("unknown feature `{f}`")))?;
+                let fi = self
+                    .catalog
+                    .feature_idx(f)
+                    .ok_or_else(|| invalid("features", format!("unknown feature `{f}`")))?;
                 if metered_only && !self.catalog.features[fi].kind.is_metered() {
-                    return Err(invalid("features", format!("`{f}` is not a metered (gauge or counter) feature")));
+                    return Err(invalid(
+                        "features",
+                        format!("`{f}` is not a metered (gauge or counter) feature"),
+                    ));
                 }
                 Ok(fi)
             })
@@ -232,7 +286,12 @@ impl Service {
     }
 
     /// Explain always reads the store: it is for humans, and must show the truth now.
-    pub async fn explain(&self, tenant: &str, features: &[String], at: Option<UnixTime>) -> Result<(Explanation, TenantState), ServiceError> {
+    pub async fn explain(
+        &self,
+        tenant: &str,
+        features: &[String],
+        at: Option<UnixTime>,
+    ) -> Result<(Explanation, TenantState), ServiceError> {
         check_tenant(tenant)?;
         let wanted = self.feature_list(features, false)?;
         let state = self.store.load(tenant).await?;
@@ -247,14 +306,23 @@ impl Service {
         Ok((e, state))
     }
 
-    pub async fn usage(&self, tenant: &str, features: &[String]) -> Result<(Arc<Cached>, Vec<UsageLine>), ServiceError> {
+    pub async fn usage(
+        &self,
+        tenant: &str,
+        features: &[String],
+    ) -> Result<(Arc<Cached>, Vec<UsageLine>), ServiceError> {
         let wanted = self.feature_list(features, true)?;
         let c = self.resolved(tenant, None).await?;
         let mut out = Vec::with_capacity(wanted.len());
         for fi in wanted {
             let used = self.used(&c.tenant, fi).await?;
             let f = &c.tenant.features[fi];
-            out.push(UsageLine { feature: fi, used, limit: f.value, period: f.period });
+            out.push(UsageLine {
+                feature: fi,
+                used,
+                limit: f.value,
+                period: f.period,
+            });
         }
         Ok((c, out))
     }
@@ -269,14 +337,26 @@ impl Service {
         enforce: bool,
     ) -> Result<RecordUsageResult, ServiceError> {
         check_tenant(tenant)?;
-        let fi = self.catalog.feature_idx(feature).ok_or_else(|| invalid("feature", format!("unknown feature `{feature}`")))?;
+        let fi = self
+            .catalog
+            .feature_idx(feature)
+            .ok_or_else(|| invalid("feature", format!("unknown feature `{feature}`")))?;
         let kind = self.catalog.features[fi].kind;
         match (kind, mode) {
             (FeatureKind::Boolean | FeatureKind::Config, _) => {
-                return Err(invalid("feature", format!("`{feature}` is a {} feature; only gauges and counters take usage", kind.name())));
+                return Err(invalid(
+                    "feature",
+                    format!(
+                        "`{feature}` is a {} feature; only gauges and counters take usage",
+                        kind.name()
+                    ),
+                ));
             }
             (FeatureKind::Counter(_), UsageMode::Set) => {
-                return Err(invalid("mode", format!("`{feature}` is a counter: report DELTA, not SET")));
+                return Err(invalid(
+                    "mode",
+                    format!("`{feature}` is a counter: report DELTA, not SET"),
+                ));
             }
             _ => {}
         }
@@ -284,7 +364,10 @@ impl Service {
             return Err(invalid("value", "must not be negative"));
         }
         if idempotency_key.len() > MAX_KEY_LEN {
-            return Err(invalid("idempotency_key", format!("at most {MAX_KEY_LEN} bytes")));
+            return Err(invalid(
+                "idempotency_key",
+                format!("at most {MAX_KEY_LEN} bytes"),
+            ));
         }
         if mode == UsageMode::Delta && idempotency_key.is_empty() {
             return Err(invalid("idempotency_key", "required for DELTA reports"));
@@ -292,7 +375,9 @@ impl Service {
         let c = self.resolved(tenant, None).await?;
         let r = &c.tenant;
         if r.fallback {
-            return Err(ServiceError::Unavailable("store unreachable: usage cannot be recorded now".into()));
+            return Err(ServiceError::Unavailable(
+                "store unreachable: usage cannot be recorded now".into(),
+            ));
         }
         let f = &r.features[fi];
         let period = f.period;
@@ -301,7 +386,14 @@ impl Service {
         let gate = decide_idx(r, fi, 0, Intent::Write, 0);
         if enforce && !gate.allowed {
             let used = self.used(r, fi).await?;
-            return Ok(RecordUsageResult { applied: false, duplicate: false, used, limit: f.value, reason: Some(gate.reason), period });
+            return Ok(RecordUsageResult {
+                applied: false,
+                duplicate: false,
+                used,
+                limit: f.value,
+                reason: Some(gate.reason),
+                period,
+            });
         }
         let limit = match (enforce, gate.reason, f.value) {
             (true, Reason::Granted, Value::Number(n)) => Some(n),
@@ -317,12 +409,25 @@ impl Service {
             limit,
             at: unix_now(),
         };
-        let outcome = self.store.record_usage(&report).await.map_err(|e| match e {
-            StoreError::Overflow => invalid("value", "would overflow the usage counter"),
-            e => e.into(),
-        })?;
+        let outcome = self
+            .store
+            .record_usage(&report)
+            .await
+            .map_err(|e| match e {
+                StoreError::Overflow => invalid("value", "would overflow the usage counter"),
+                e => e.into(),
+            })?;
         let key: Arc<str> = Arc::from(tenant);
-        self.cache.put_usage(&key, fi, CachedUsage { period_start, used: outcome.used }).await;
+        self.cache
+            .put_usage(
+                &key,
+                fi,
+                CachedUsage {
+                    period_start,
+                    used: outcome.used,
+                },
+            )
+            .await;
         Ok(RecordUsageResult {
             applied: outcome.applied,
             duplicate: outcome.duplicate,
@@ -334,19 +439,39 @@ impl Service {
     }
 
     /// Validate, commit, invalidate. Returns the committed revision.
-    pub async fn mutate(&self, tenant: &str, m: Mutation, actor: &str, rationale: &str) -> Result<Committed, ServiceError> {
+    pub async fn mutate(
+        &self,
+        tenant: &str,
+        m: Mutation,
+        actor: &str,
+        rationale: &str,
+    ) -> Result<Committed, ServiceError> {
         check_tenant(tenant)?;
         if actor.trim().is_empty() {
-            return Err(invalid("actor", "is required: every manual change names who made it"));
+            return Err(invalid(
+                "actor",
+                "is required: every manual change names who made it",
+            ));
         }
         if rationale.trim().is_empty() {
-            return Err(invalid("rationale", "is required: every manual change says why"));
+            return Err(invalid(
+                "rationale",
+                "is required: every manual change says why",
+            ));
         }
         if actor.len() > 256 || rationale.len() > 4096 {
-            return Err(invalid("rationale", "actor (256) or rationale (4096 bytes) too long"));
+            return Err(invalid(
+                "rationale",
+                "actor (256) or rationale (4096 bytes) too long",
+            ));
         }
         self.validate(&m)?;
-        let by = Actor { actor: actor.to_string(), rationale: rationale.to_string(), origin: "admin".into(), at: unix_now() };
+        let by = Actor {
+            actor: actor.to_string(),
+            rationale: rationale.to_string(),
+            origin: "admin".into(),
+            at: unix_now(),
+        };
         let committed = self.store.mutate(tenant, &m, &by).await?;
         self.cache.invalidate(tenant, committed.revision).await;
         Ok(committed)
@@ -359,11 +484,18 @@ impl Service {
             _ => Ok(()),
         };
         match m {
-            Mutation::PutTenant { stripe_customer_id, trial, .. } => {
+            Mutation::PutTenant {
+                stripe_customer_id,
+                trial,
+                ..
+            } => {
                 if let Some(c) = stripe_customer_id
                     && (c.len() > 255 || c.chars().any(char::is_whitespace))
                 {
-                    return Err(invalid("stripe_customer_id", "at most 255 characters, no whitespace"));
+                    return Err(invalid(
+                        "stripe_customer_id",
+                        "at most 255 characters, no whitespace",
+                    ));
                 }
                 if let Some(t) = trial
                     && t.end < t.start
@@ -373,38 +505,67 @@ impl Service {
                 Ok(())
             }
             Mutation::AssignPlan { plan, expires_at } => {
-                self.catalog.plan(plan).ok_or_else(|| invalid("plan", format!("unknown plan `{plan}`")))?;
+                self.catalog
+                    .plan(plan)
+                    .ok_or_else(|| invalid("plan", format!("unknown plan `{plan}`")))?;
                 future("expires_at", *expires_at)
             }
             Mutation::UnassignPlan { plan } => match plan {
-                Some(p) if self.catalog.plan(p).is_none() => Err(invalid("plan", format!("unknown plan `{p}`"))),
+                Some(p) if self.catalog.plan(p).is_none() => {
+                    Err(invalid("plan", format!("unknown plan `{p}`")))
+                }
                 _ => Ok(()),
             },
             Mutation::ExtendTrial { extension } => match extension {
-                crate::store::TrialExtension::Days(d) if *d <= 0 || *d > 3650 => Err(invalid("days", "must be between 1 and 3650")),
+                crate::store::TrialExtension::Days(d) if *d <= 0 || *d > 3650 => {
+                    Err(invalid("days", "must be between 1 and 3650"))
+                }
                 crate::store::TrialExtension::Until(t) => future("trial_end", Some(*t)),
                 _ => Ok(()),
             },
-            Mutation::GrantAddOn { addon, quantity, expires_at } => {
-                self.catalog.addon(addon).ok_or_else(|| invalid("addon", format!("unknown add-on `{addon}`")))?;
+            Mutation::GrantAddOn {
+                addon,
+                quantity,
+                expires_at,
+            } => {
+                self.catalog
+                    .addon(addon)
+                    .ok_or_else(|| invalid("addon", format!("unknown add-on `{addon}`")))?;
                 if !(1..=1_000_000).contains(quantity) {
                     return Err(invalid("quantity", "must be between 1 and 1000000"));
                 }
                 future("expires_at", *expires_at)
             }
             Mutation::RevokeAddOn { addon } => {
-                self.catalog.addon(addon).ok_or_else(|| invalid("addon", format!("unknown add-on `{addon}`")))?;
+                self.catalog
+                    .addon(addon)
+                    .ok_or_else(|| invalid("addon", format!("unknown add-on `{addon}`")))?;
                 Ok(())
             }
-            Mutation::SetOverride { feature, value, expires_at } => {
-                let f = self.catalog.feature(feature).ok_or_else(|| invalid("feature", format!("unknown feature `{feature}`")))?;
+            Mutation::SetOverride {
+                feature,
+                value,
+                expires_at,
+            } => {
+                let f = self
+                    .catalog
+                    .feature(feature)
+                    .ok_or_else(|| invalid("feature", format!("unknown feature `{feature}`")))?;
                 if !value.fits(f.kind) {
-                    return Err(invalid("value", format!("`{value}` does not fit the {} feature `{feature}`", f.kind.name())));
+                    return Err(invalid(
+                        "value",
+                        format!(
+                            "`{value}` does not fit the {} feature `{feature}`",
+                            f.kind.name()
+                        ),
+                    ));
                 }
                 future("expires_at", *expires_at)
             }
             Mutation::ClearOverride { feature } => {
-                self.catalog.feature(feature).ok_or_else(|| invalid("feature", format!("unknown feature `{feature}`")))?;
+                self.catalog
+                    .feature(feature)
+                    .ok_or_else(|| invalid("feature", format!("unknown feature `{feature}`")))?;
                 Ok(())
             }
         }
@@ -415,9 +576,17 @@ impl Service {
         Ok(self.store.load(tenant).await?)
     }
 
-    pub async fn audit(&self, tenant: &str, page_size: u32, before_id: Option<i64>) -> Result<Vec<AuditRecord>, ServiceError> {
+    pub async fn audit(
+        &self,
+        tenant: &str,
+        page_size: u32,
+        before_id: Option<i64>,
+    ) -> Result<Vec<AuditRecord>, ServiceError> {
         check_tenant(tenant)?;
-        Ok(self.store.audit(tenant, page_size.clamp(1, 500), before_id).await?)
+        Ok(self
+            .store
+            .audit(tenant, page_size.clamp(1, 500), before_id)
+            .await?)
     }
 
     pub async fn ready(&self) -> bool {

@@ -94,7 +94,10 @@ pub struct PlanAssignment {
 pub enum GrantOrigin {
     Manual,
     /// A Stripe subscription item: active exactly while that subscription entitles.
-    Stripe { subscription_id: String, item_id: String },
+    Stripe {
+        subscription_id: String,
+        item_id: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -152,7 +155,10 @@ pub struct TenantState {
 
 impl TenantState {
     pub fn unknown(tenant_id: &str) -> TenantState {
-        TenantState { tenant_id: tenant_id.to_string(), ..Default::default() }
+        TenantState {
+            tenant_id: tenant_id.to_string(),
+            ..Default::default()
+        }
     }
 }
 
@@ -175,7 +181,10 @@ pub fn validate_tenant_id(id: &str) -> Result<(), TenantIdError> {
     if id.len() > 128 {
         return Err(TenantIdError::TooLong);
     }
-    if !id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-')) {
+    if !id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+    {
         return Err(TenantIdError::BadCharacter);
     }
     Ok(())
@@ -188,7 +197,10 @@ mod tests {
     #[test]
     fn tenant_ids() {
         assert_eq!(validate_tenant_id(""), Err(TenantIdError::Empty));
-        assert_eq!(validate_tenant_id(&"a".repeat(129)), Err(TenantIdError::TooLong));
+        assert_eq!(
+            validate_tenant_id(&"a".repeat(129)),
+            Err(TenantIdError::TooLong)
+        );
         assert!(validate_tenant_id(&"a".repeat(128)).is_ok());
         assert_eq!(validate_tenant_id("a b"), Err(TenantIdError::BadCharacter));
         assert_eq!(validate_tenant_id("é"), Err(TenantIdError::BadCharacter));

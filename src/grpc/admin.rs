@@ -22,12 +22,18 @@ pub struct AdminAuth {
 
 impl AdminAuth {
     pub fn new(token: Option<&str>) -> AdminAuth {
-        AdminAuth { token: token.filter(|t| !t.is_empty()).map(|t| Arc::from(t.as_bytes())) }
+        AdminAuth {
+            token: token
+                .filter(|t| !t.is_empty())
+                .map(|t| Arc::from(t.as_bytes())),
+        }
     }
 
     pub fn check(&self, req: Request<()>) -> Result<Request<()>, Status> {
         let Some(expected) = &self.token else {
-            return Err(Status::unauthenticated("the admin plane is disabled: start the server with --admin-token"));
+            return Err(Status::unauthenticated(
+                "the admin plane is disabled: start the server with --admin-token",
+            ));
         };
         let presented = req
             .metadata()
@@ -53,7 +59,13 @@ impl AdminApi {
         AdminApi { service }
     }
 
-    async fn mutate(&self, tenant: &str, actor: &str, rationale: &str, m: Mutation) -> Result<crate::store::Committed, Status> {
+    async fn mutate(
+        &self,
+        tenant: &str,
+        actor: &str,
+        rationale: &str,
+        m: Mutation,
+    ) -> Result<crate::store::Committed, Status> {
         required("actor", actor)?;
         required("rationale", rationale)?;
         let c = self.service.mutate(tenant, m, actor, rationale).await?;
@@ -90,7 +102,9 @@ fn tenant_msg(s: &TenantState) -> pb::Tenant {
                 quantity: g.quantity,
                 origin: match &g.origin {
                     GrantOrigin::Manual => "manual".into(),
-                    GrantOrigin::Stripe { subscription_id, .. } => subscription_id.clone(),
+                    GrantOrigin::Stripe {
+                        subscription_id, ..
+                    } => subscription_id.clone(),
                 },
                 actor: g.actor.clone(),
                 rationale: g.rationale.clone(),
@@ -115,100 +129,219 @@ fn tenant_msg(s: &TenantState) -> pb::Tenant {
 
 #[tonic::async_trait]
 impl AdminService for AdminApi {
-    async fn put_tenant(&self, req: Request<pb::PutTenantRequest>) -> Result<Response<pb::PutTenantResponse>, Status> {
+    async fn put_tenant(
+        &self,
+        req: Request<pb::PutTenantRequest>,
+    ) -> Result<Response<pb::PutTenantResponse>, Status> {
         let r = req.into_inner();
-        let trial = match (r.trial_start.as_ref().map(from_ts), r.trial_end.as_ref().map(from_ts)) {
+        let trial = match (
+            r.trial_start.as_ref().map(from_ts),
+            r.trial_end.as_ref().map(from_ts),
+        ) {
             (Some(start), Some(end)) => Some(Trial { start, end }),
-            (Some(start), None) => Some(Trial { start, end: start + self.service.catalog().lifecycle.trial_days * DAY }),
-            (None, Some(_)) => return Err(Status::invalid_argument("trial_start: is required when trial_end is set")),
+            (Some(start), None) => Some(Trial {
+                start,
+                end: start + self.service.catalog().lifecycle.trial_days * DAY,
+            }),
+            (None, Some(_)) => {
+                return Err(Status::invalid_argument(
+                    "trial_start: is required when trial_end is set",
+                ));
+            }
             (None, None) => None,
         };
         let customer = (!r.stripe_customer_id.is_empty()).then(|| r.stripe_customer_id.clone());
-        let m = Mutation::PutTenant { stripe_customer_id: customer, trial, archived: r.archived };
+        let m = Mutation::PutTenant {
+            stripe_customer_id: customer,
+            trial,
+            archived: r.archived,
+        };
         let c = self.mutate(&r.tenant_id, &r.actor, &r.rationale, m).await?;
         let state = self.service.tenant(&r.tenant_id).await?;
-        Ok(Response::new(pb::PutTenantResponse { revision: c.revision, tenant: Some(tenant_msg(&state)) }))
+        Ok(Response::new(pb::PutTenantResponse {
+            revision: c.revision,
+            tenant: Some(tenant_msg(&state)),
+        }))
     }
 
-    async fn get_tenant(&self, req: Request<pb::GetTenantRequest>) -> Result<Response<pb::GetTenantResponse>, Status> {
+    async fn get_tenant(
+        &self,
+        req: Request<pb::GetTenantRequest>,
+    ) -> Result<Response<pb::GetTenantResponse>, Status> {
         let r = req.into_inner();
         let state = self.service.tenant(&r.tenant_id).await?;
-        Ok(Response::new(pb::GetTenantResponse { known: state.known, tenant: Some(tenant_msg(&state)) }))
+        Ok(Response::new(pb::GetTenantResponse {
+            known: state.known,
+            tenant: Some(tenant_msg(&state)),
+        }))
     }
 
-    async fn assign_plan(&self, req: Request<pb::AssignPlanRequest>) -> Result<Response<pb::AssignPlanResponse>, Status> {
+    async fn assign_plan(
+        &self,
+        req: Request<pb::AssignPlanRequest>,
+    ) -> Result<Response<pb::AssignPlanResponse>, Status> {
         let r = req.into_inner();
         required("plan", &r.plan)?;
-        let m = Mutation::AssignPlan { plan: r.plan.clone(), expires_at: r.expires_at.as_ref().map(from_ts) };
+        let m = Mutation::AssignPlan {
+            plan: r.plan.clone(),
+            expires_at: r.expires_at.as_ref().map(from_ts),
+        };
         let c = self.mutate(&r.tenant_id, &r.actor, &r.rationale, m).await?;
-        Ok(Response::new(pb::AssignPlanResponse { revision: c.revision }))
+        Ok(Response::new(pb::AssignPlanResponse {
+            revision: c.revision,
+        }))
     }
 
-    async fn unassign_plan(&self, req: Request<pb::UnassignPlanRequest>) -> Result<Response<pb::UnassignPlanResponse>, Status> {
+    async fn unassign_plan(
+        &self,
+        req: Request<pb::UnassignPlanRequest>,
+    ) -> Result<Response<pb::UnassignPlanResponse>, Status> {
         let r = req.into_inner();
-        let m = Mutation::UnassignPlan { plan: (!r.plan.is_empty()).then(|| r.plan.clone()) };
+        let m = Mutation::UnassignPlan {
+            plan: (!r.plan.is_empty()).then(|| r.plan.clone()),
+        };
         let c = self.mutate(&r.tenant_id, &r.actor, &r.rationale, m).await?;
-        Ok(Response::new(pb::UnassignPlanResponse { revision: c.revision }))
+        Ok(Response::new(pb::UnassignPlanResponse {
+            revision: c.revision,
+        }))
     }
 
-    async fn extend_trial(&self, req: Request<pb::ExtendTrialRequest>) -> Result<Response<pb::ExtendTrialResponse>, Status> {
+    async fn extend_trial(
+        &self,
+        req: Request<pb::ExtendTrialRequest>,
+    ) -> Result<Response<pb::ExtendTrialResponse>, Status> {
         let r = req.into_inner();
         let extension = match r.until {
             Some(pb::extend_trial_request::Until::Days(d)) => TrialExtension::Days(d),
-            Some(pb::extend_trial_request::Until::TrialEnd(t)) => TrialExtension::Until(from_ts(&t)),
+            Some(pb::extend_trial_request::Until::TrialEnd(t)) => {
+                TrialExtension::Until(from_ts(&t))
+            }
             None => return Err(Status::invalid_argument("until: set `days` or `trial_end`")),
         };
-        let c = self.mutate(&r.tenant_id, &r.actor, &r.rationale, Mutation::ExtendTrial { extension }).await?;
-        Ok(Response::new(pb::ExtendTrialResponse { revision: c.revision, trial_end: c.trial.map(|t| ts(t.end)) }))
+        let c = self
+            .mutate(
+                &r.tenant_id,
+                &r.actor,
+                &r.rationale,
+                Mutation::ExtendTrial { extension },
+            )
+            .await?;
+        Ok(Response::new(pb::ExtendTrialResponse {
+            revision: c.revision,
+            trial_end: c.trial.map(|t| ts(t.end)),
+        }))
     }
 
-    async fn grant_add_on(&self, req: Request<pb::GrantAddOnRequest>) -> Result<Response<pb::GrantAddOnResponse>, Status> {
+    async fn grant_add_on(
+        &self,
+        req: Request<pb::GrantAddOnRequest>,
+    ) -> Result<Response<pb::GrantAddOnResponse>, Status> {
         let r = req.into_inner();
         required("addon", &r.addon)?;
         let quantity = if r.quantity == 0 { 1 } else { r.quantity };
-        let m = Mutation::GrantAddOn { addon: r.addon.clone(), quantity, expires_at: r.expires_at.as_ref().map(from_ts) };
+        let m = Mutation::GrantAddOn {
+            addon: r.addon.clone(),
+            quantity,
+            expires_at: r.expires_at.as_ref().map(from_ts),
+        };
         let c = self.mutate(&r.tenant_id, &r.actor, &r.rationale, m).await?;
-        Ok(Response::new(pb::GrantAddOnResponse { revision: c.revision }))
+        Ok(Response::new(pb::GrantAddOnResponse {
+            revision: c.revision,
+        }))
     }
 
-    async fn revoke_add_on(&self, req: Request<pb::RevokeAddOnRequest>) -> Result<Response<pb::RevokeAddOnResponse>, Status> {
+    async fn revoke_add_on(
+        &self,
+        req: Request<pb::RevokeAddOnRequest>,
+    ) -> Result<Response<pb::RevokeAddOnResponse>, Status> {
         let r = req.into_inner();
         required("addon", &r.addon)?;
-        let c = self.mutate(&r.tenant_id, &r.actor, &r.rationale, Mutation::RevokeAddOn { addon: r.addon.clone() }).await?;
-        Ok(Response::new(pb::RevokeAddOnResponse { revision: c.revision }))
+        let c = self
+            .mutate(
+                &r.tenant_id,
+                &r.actor,
+                &r.rationale,
+                Mutation::RevokeAddOn {
+                    addon: r.addon.clone(),
+                },
+            )
+            .await?;
+        Ok(Response::new(pb::RevokeAddOnResponse {
+            revision: c.revision,
+        }))
     }
 
-    async fn set_override(&self, req: Request<pb::SetOverrideRequest>) -> Result<Response<pb::SetOverrideResponse>, Status> {
+    async fn set_override(
+        &self,
+        req: Request<pb::SetOverrideRequest>,
+    ) -> Result<Response<pb::SetOverrideResponse>, Status> {
         let r = req.into_inner();
         required("feature", &r.feature)?;
         let value = match r.value {
             Some(pb::set_override_request::Value::Enabled(b)) => Value::Bool(b),
             Some(pb::set_override_request::Value::Number(n)) => Value::Number(n),
             Some(pb::set_override_request::Value::Unlimited(true)) => Value::Unlimited,
-            _ => return Err(Status::invalid_argument("value: set one of `enabled`, `number` or `unlimited: true`")),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "value: set one of `enabled`, `number` or `unlimited: true`",
+                ));
+            }
         };
-        let m = Mutation::SetOverride { feature: r.feature.clone(), value, expires_at: r.expires_at.as_ref().map(from_ts) };
+        let m = Mutation::SetOverride {
+            feature: r.feature.clone(),
+            value,
+            expires_at: r.expires_at.as_ref().map(from_ts),
+        };
         let c = self.mutate(&r.tenant_id, &r.actor, &r.rationale, m).await?;
-        Ok(Response::new(pb::SetOverrideResponse { revision: c.revision }))
+        Ok(Response::new(pb::SetOverrideResponse {
+            revision: c.revision,
+        }))
     }
 
-    async fn clear_override(&self, req: Request<pb::ClearOverrideRequest>) -> Result<Response<pb::ClearOverrideResponse>, Status> {
+    async fn clear_override(
+        &self,
+        req: Request<pb::ClearOverrideRequest>,
+    ) -> Result<Response<pb::ClearOverrideResponse>, Status> {
         let r = req.into_inner();
         required("feature", &r.feature)?;
-        let c = self.mutate(&r.tenant_id, &r.actor, &r.rationale, Mutation::ClearOverride { feature: r.feature.clone() }).await?;
-        Ok(Response::new(pb::ClearOverrideResponse { revision: c.revision }))
+        let c = self
+            .mutate(
+                &r.tenant_id,
+                &r.actor,
+                &r.rationale,
+                Mutation::ClearOverride {
+                    feature: r.feature.clone(),
+                },
+            )
+            .await?;
+        Ok(Response::new(pb::ClearOverrideResponse {
+            revision: c.revision,
+        }))
     }
 
-    async fn list_audit_events(&self, req: Request<pb::ListAuditEventsRequest>) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
+    async fn list_audit_events(
+        &self,
+        req: Request<pb::ListAuditEventsRequest>,
+    ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
         let r = req.into_inner();
         let before = if r.page_token.is_empty() {
             None
         } else {
-            Some(r.page_token.parse::<i64>().map_err(|_| Status::invalid_argument("page_token: not a token from a previous page"))?)
+            Some(r.page_token.parse::<i64>().map_err(|_| {
+                Status::invalid_argument("page_token: not a token from a previous page")
+            })?)
         };
-        let size = if r.page_size <= 0 { 50 } else { r.page_size.unsigned_abs() };
+        let size = if r.page_size <= 0 {
+            50
+        } else {
+            r.page_size.unsigned_abs()
+        };
         let events = self.service.audit(&r.tenant_id, size, before).await?;
-        let next = if events.len() == size.min(500) as usize { events.last().map(|e| e.id.to_string()).unwrap_or_default() } else { String::new() };
+        let next = if events.len() == size.min(500) as usize {
+            events.last().map(|e| e.id.to_string()).unwrap_or_default()
+        } else {
+            String::new()
+        };
         Ok(Response::new(pb::ListAuditEventsResponse {
             events: events
                 .into_iter()

@@ -54,18 +54,35 @@ pub enum Mutation {
         trial: Option<Trial>,
         archived: Option<bool>,
     },
-    AssignPlan { plan: String, expires_at: Option<UnixTime> },
+    AssignPlan {
+        plan: String,
+        expires_at: Option<UnixTime>,
+    },
     /// `None` removes every manual assignment.
-    UnassignPlan { plan: Option<String> },
+    UnassignPlan {
+        plan: Option<String>,
+    },
     ExtendTrial {
         #[serde(skip)]
         extension: TrialExtension,
     },
-    GrantAddOn { addon: String, quantity: i64, expires_at: Option<UnixTime> },
+    GrantAddOn {
+        addon: String,
+        quantity: i64,
+        expires_at: Option<UnixTime>,
+    },
     /// Revokes the manual grants of the add-on; Stripe grants follow their subscription.
-    RevokeAddOn { addon: String },
-    SetOverride { feature: String, value: Value, expires_at: Option<UnixTime> },
-    ClearOverride { feature: String },
+    RevokeAddOn {
+        addon: String,
+    },
+    SetOverride {
+        feature: String,
+        value: Value,
+        expires_at: Option<UnixTime>,
+    },
+    ClearOverride {
+        feature: String,
+    },
 }
 
 impl Mutation {
@@ -135,13 +152,28 @@ pub trait Store: Send + Sync + 'static {
     /// The tenant's state; an unknown tenant comes back with `known == false`.
     async fn load(&self, tenant_id: &str) -> Result<TenantState, StoreError>;
     /// Apply one audited mutation in one transaction; bumps and returns the revision.
-    async fn mutate(&self, tenant_id: &str, m: &Mutation, by: &Actor) -> Result<Committed, StoreError>;
+    async fn mutate(
+        &self,
+        tenant_id: &str,
+        m: &Mutation,
+        by: &Actor,
+    ) -> Result<Committed, StoreError>;
     /// Newest first; `before_id` continues a listing.
-    async fn audit(&self, tenant_id: &str, limit: u32, before_id: Option<i64>) -> Result<Vec<AuditRecord>, StoreError>;
+    async fn audit(
+        &self,
+        tenant_id: &str,
+        limit: u32,
+        before_id: Option<i64>,
+    ) -> Result<Vec<AuditRecord>, StoreError>;
     /// Record usage atomically (conditional update when `limit` is set), idempotent on the key.
     async fn record_usage(&self, r: &UsageReport) -> Result<UsageOutcome, StoreError>;
     /// Current usage of a feature in the period starting at `period_start` (0 if none).
-    async fn usage(&self, tenant_id: &str, feature: &str, period_start: UnixTime) -> Result<i64, StoreError>;
+    async fn usage(
+        &self,
+        tenant_id: &str,
+        feature: &str,
+        period_start: UnixTime,
+    ) -> Result<i64, StoreError>;
     /// Cheap liveness probe.
     async fn ping(&self) -> Result<(), StoreError>;
 }

@@ -10,11 +10,15 @@ use serde_json::json;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyConnection, AnyPool, Connection, Row};
 
-use super::{Actor, AuditRecord, Committed, Mutation, Store, StoreError, UsageMode, UsageOutcome, UsageReport};
+use super::{
+    Actor, AuditRecord, Committed, Mutation, Store, StoreError, UsageMode, UsageOutcome,
+    UsageReport,
+};
 use crate::catalog::Interval;
 use crate::lifecycle::extend_trial;
 use crate::tenant::{
-    AddOnGrant, Change, GrantOrigin, Override, PlanAssignment, Subscription, SubscriptionStatus, TenantState, Trial, UnixTime,
+    AddOnGrant, Change, GrantOrigin, Override, PlanAssignment, Subscription, SubscriptionStatus,
+    TenantState, Trial, UnixTime,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,7 +68,12 @@ impl SqlStore {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
                         // WAL lets readers proceed during a write; the busy timeout queues writers.
-                        for pragma in ["PRAGMA journal_mode = WAL", "PRAGMA synchronous = NORMAL", "PRAGMA busy_timeout = 5000", "PRAGMA foreign_keys = ON"] {
+                        for pragma in [
+                            "PRAGMA journal_mode = WAL",
+                            "PRAGMA synchronous = NORMAL",
+                            "PRAGMA busy_timeout = 5000",
+                            "PRAGMA foreign_keys = ON",
+                        ] {
                             sqlx::query(pragma).execute(&mut *conn).await?;
                         }
                     }
@@ -79,7 +88,11 @@ impl SqlStore {
     pub async fn migrate(&self) -> Result<(), StoreError> {
         match self.backend {
             Backend::Sqlite => sqlx::migrate!("migrations/sqlite").run(&self.pool).await?,
-            Backend::Postgres => sqlx::migrate!("migrations/postgres").run(&self.pool).await?,
+            Backend::Postgres => {
+                sqlx::migrate!("migrations/postgres")
+                    .run(&self.pool)
+                    .await?
+            }
         }
         Ok(())
     }
@@ -98,7 +111,8 @@ fn opt_i64(row: &AnyRow, col: &str) -> Result<Option<i64>, sqlx::Error> {
 }
 
 fn status(s: &str) -> Result<SubscriptionStatus, StoreError> {
-    SubscriptionStatus::parse(s).ok_or_else(|| StoreError::Corrupt(format!("subscription status `{s}`")))
+    SubscriptionStatus::parse(s)
+        .ok_or_else(|| StoreError::Corrupt(format!("subscription status `{s}`")))
 }
 
 fn interval(s: Option<String>) -> Option<Interval> {
@@ -110,7 +124,10 @@ fn interval(s: Option<String>) -> Option<Interval> {
 }
 
 /// Load a tenant through any connection (a pooled one, or a transaction's).
-pub(crate) async fn load_tenant(conn: &mut AnyConnection, tenant_id: &str) -> Result<TenantState, StoreError> {
+pub(crate) async fn load_tenant(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+) -> Result<TenantState, StoreError> {
     let Some(t) = sqlx::query(
         "SELECT revision, stripe_customer_id, trial_start, trial_end, archived, updated_at, last_actor, last_rationale, last_origin \
          FROM tenants WHERE tenant_id = $1",
@@ -131,12 +148,22 @@ pub(crate) async fn load_tenant(conn: &mut AnyConnection, tenant_id: &str) -> Re
             _ => None,
         },
         archived: t.try_get::<i64, _>("archived")? != 0,
-        last_change: t.try_get::<Option<String>, _>("last_actor")?.map(|actor| Change {
-            actor,
-            at: t.try_get("updated_at").unwrap_or_default(),
-            rationale: t.try_get::<Option<String>, _>("last_rationale").ok().flatten().unwrap_or_default(),
-            origin: t.try_get::<Option<String>, _>("last_origin").ok().flatten().unwrap_or_default(),
-        }),
+        last_change: t
+            .try_get::<Option<String>, _>("last_actor")?
+            .map(|actor| Change {
+                actor,
+                at: t.try_get("updated_at").unwrap_or_default(),
+                rationale: t
+                    .try_get::<Option<String>, _>("last_rationale")
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default(),
+                origin: t
+                    .try_get::<Option<String>, _>("last_origin")
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default(),
+            }),
         ..TenantState::default()
     };
 
@@ -220,7 +247,11 @@ pub(crate) async fn load_tenant(conn: &mut AnyConnection, tenant_id: &str) -> Re
 
 /// Bump (or create) the tenant row as the transaction's first statement: it takes the write
 /// lock up front (SQLite) and serializes concurrent changes of one tenant (PostgreSQL).
-pub(crate) async fn bump_revision(conn: &mut AnyConnection, tenant_id: &str, by: &Actor) -> Result<u64, StoreError> {
+pub(crate) async fn bump_revision(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    by: &Actor,
+) -> Result<u64, StoreError> {
     let rev: i64 = sqlx::query_scalar(
         "INSERT INTO tenants (tenant_id, revision, created_at, updated_at, last_actor, last_rationale, last_origin) \
          VALUES ($1, 1, $2, $2, $3, $4, $5) \
@@ -283,7 +314,11 @@ async fn apply(
 ) -> Result<(serde_json::Value, serde_json::Value, Option<Trial>), StoreError> {
     let null = serde_json::Value::Null;
     Ok(match m {
-        Mutation::PutTenant { stripe_customer_id, trial, archived } => {
+        Mutation::PutTenant {
+            stripe_customer_id,
+            trial,
+            archived,
+        } => {
             let mut next = current.clone();
             if let Some(c) = stripe_customer_id {
                 next.stripe_customer_id = (!c.is_empty()).then(|| c.clone());
@@ -295,7 +330,15 @@ async fn apply(
                 next.archived = *a;
             }
             write_tenant_fields(conn, tenant_id, &next).await?;
-            (if current.known { tenant_json(current) } else { null }, tenant_json(&next), next.trial)
+            (
+                if current.known {
+                    tenant_json(current)
+                } else {
+                    null
+                },
+                tenant_json(&next),
+                next.trial,
+            )
         }
         Mutation::ExtendTrial { extension } => {
             let trial = extend_trial(current.trial, *extension, by.at);
@@ -306,7 +349,13 @@ async fn apply(
         }
         Mutation::AssignPlan { plan, expires_at } => {
             let before = current.plan_assignments.iter().find(|a| &a.plan == plan);
-            let after = PlanAssignment { plan: plan.clone(), actor: by.actor.clone(), rationale: by.rationale.clone(), assigned_at: by.at, expires_at: *expires_at };
+            let after = PlanAssignment {
+                plan: plan.clone(),
+                actor: by.actor.clone(),
+                rationale: by.rationale.clone(),
+                assigned_at: by.at,
+                expires_at: *expires_at,
+            };
             sqlx::query(
                 "INSERT INTO plan_assignments (tenant_id, plan, actor, rationale, assigned_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6) \
                  ON CONFLICT (tenant_id, plan) DO UPDATE SET actor = excluded.actor, rationale = excluded.rationale, \
@@ -323,16 +372,29 @@ async fn apply(
             (to_json(&before), to_json(&after), None)
         }
         Mutation::UnassignPlan { plan } => {
-            let before: Vec<_> = current.plan_assignments.iter().filter(|a| plan.as_ref().is_none_or(|p| &a.plan == p)).collect();
-            sqlx::query("DELETE FROM plan_assignments WHERE tenant_id = $1 AND ($2 = '' OR plan = $2)")
-                .bind(tenant_id)
-                .bind(plan.clone().unwrap_or_default())
-                .execute(&mut *conn)
-                .await?;
+            let before: Vec<_> = current
+                .plan_assignments
+                .iter()
+                .filter(|a| plan.as_ref().is_none_or(|p| &a.plan == p))
+                .collect();
+            sqlx::query(
+                "DELETE FROM plan_assignments WHERE tenant_id = $1 AND ($2 = '' OR plan = $2)",
+            )
+            .bind(tenant_id)
+            .bind(plan.clone().unwrap_or_default())
+            .execute(&mut *conn)
+            .await?;
             (to_json(&before), json!([]), None)
         }
-        Mutation::GrantAddOn { addon, quantity, expires_at } => {
-            let before = current.addon_grants.iter().find(|g| &g.addon == addon && g.origin == GrantOrigin::Manual);
+        Mutation::GrantAddOn {
+            addon,
+            quantity,
+            expires_at,
+        } => {
+            let before = current
+                .addon_grants
+                .iter()
+                .find(|g| &g.addon == addon && g.origin == GrantOrigin::Manual);
             let after = AddOnGrant {
                 addon: addon.clone(),
                 quantity: *quantity,
@@ -346,7 +408,10 @@ async fn apply(
             (to_json(&before), to_json(&after), None)
         }
         Mutation::RevokeAddOn { addon } => {
-            let before = current.addon_grants.iter().find(|g| &g.addon == addon && g.origin == GrantOrigin::Manual);
+            let before = current
+                .addon_grants
+                .iter()
+                .find(|g| &g.addon == addon && g.origin == GrantOrigin::Manual);
             sqlx::query("DELETE FROM addon_grants WHERE tenant_id = $1 AND addon = $2 AND origin = 'manual'")
                 .bind(tenant_id)
                 .bind(addon)
@@ -354,7 +419,11 @@ async fn apply(
                 .await?;
             (to_json(&before), null, None)
         }
-        Mutation::SetOverride { feature, value, expires_at } => {
+        Mutation::SetOverride {
+            feature,
+            value,
+            expires_at,
+        } => {
             let before = current.overrides.iter().find(|o| &o.feature == feature);
             let after = Override {
                 feature: feature.clone(),
@@ -392,7 +461,11 @@ async fn apply(
     })
 }
 
-async fn write_tenant_fields(conn: &mut AnyConnection, tenant_id: &str, s: &TenantState) -> Result<(), StoreError> {
+async fn write_tenant_fields(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    s: &TenantState,
+) -> Result<(), StoreError> {
     sqlx::query("UPDATE tenants SET stripe_customer_id = $2, trial_start = $3, trial_end = $4, archived = $5 WHERE tenant_id = $1")
         .bind(tenant_id)
         .bind(s.stripe_customer_id.clone())
@@ -405,12 +478,21 @@ async fn write_tenant_fields(conn: &mut AnyConnection, tenant_id: &str, s: &Tena
 }
 
 /// Insert or replace a grant; the key is (tenant, add-on, origin), so re-delivered grants converge.
-pub(crate) async fn upsert_grant(conn: &mut AnyConnection, tenant_id: &str, g: &AddOnGrant) -> Result<(), StoreError> {
+pub(crate) async fn upsert_grant(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    g: &AddOnGrant,
+) -> Result<(), StoreError> {
     let (origin, sub, item) = match &g.origin {
         GrantOrigin::Manual => ("manual".to_string(), None, None),
-        GrantOrigin::Stripe { subscription_id, item_id } => {
-            (format!("stripe:{subscription_id}:{item_id}"), Some(subscription_id.clone()), Some(item_id.clone()))
-        }
+        GrantOrigin::Stripe {
+            subscription_id,
+            item_id,
+        } => (
+            format!("stripe:{subscription_id}:{item_id}"),
+            Some(subscription_id.clone()),
+            Some(item_id.clone()),
+        ),
     };
     sqlx::query(
         "INSERT INTO addon_grants (tenant_id, addon, origin, subscription_id, item_id, quantity, actor, rationale, granted_at, expires_at) \
@@ -440,17 +522,36 @@ impl Store for SqlStore {
         load_tenant(&mut conn, tenant_id).await
     }
 
-    async fn mutate(&self, tenant_id: &str, m: &Mutation, by: &Actor) -> Result<Committed, StoreError> {
+    async fn mutate(
+        &self,
+        tenant_id: &str,
+        m: &Mutation,
+        by: &Actor,
+    ) -> Result<Committed, StoreError> {
         let mut tx = self.pool.begin().await?;
         let revision = bump_revision(&mut tx, tenant_id, by).await?;
         let current = load_tenant(&mut tx, tenant_id).await?;
         let (before, after, trial) = apply(&mut tx, tenant_id, m, by, &current).await?;
-        write_audit(&mut tx, tenant_id, m.action(), by, &before, &after, revision).await?;
+        write_audit(
+            &mut tx,
+            tenant_id,
+            m.action(),
+            by,
+            &before,
+            &after,
+            revision,
+        )
+        .await?;
         tx.commit().await?;
         Ok(Committed { revision, trial })
     }
 
-    async fn audit(&self, tenant_id: &str, limit: u32, before_id: Option<i64>) -> Result<Vec<AuditRecord>, StoreError> {
+    async fn audit(
+        &self,
+        tenant_id: &str,
+        limit: u32,
+        before_id: Option<i64>,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, tenant_id, at, actor, action, rationale, origin, before_json, after_json, revision FROM audit_events \
              WHERE tenant_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
@@ -502,7 +603,11 @@ impl Store for SqlStore {
                     .fetch_one(&mut *tx)
                     .await?;
                 tx.rollback().await?;
-                return Ok(UsageOutcome { applied: row.try_get::<i64, _>("applied")? != 0, duplicate: true, used: row.try_get("used_after")? });
+                return Ok(UsageOutcome {
+                    applied: row.try_get::<i64, _>("applied")? != 0,
+                    duplicate: true,
+                    used: row.try_get("used_after")?,
+                });
             }
         }
         // One conditional upsert: the period rollover, the addition and the limit test happen in
@@ -548,7 +653,9 @@ impl Store for SqlStore {
                     .bind(&r.feature)
                     .fetch_optional(&mut *tx)
                     .await?;
-                let used = current.filter(|&(_, p)| p >= r.period_start).map_or(0, |(u, _)| u);
+                let used = current
+                    .filter(|&(_, p)| p >= r.period_start)
+                    .map_or(0, |(u, _)| u);
                 if !over_limit && used > i64::MAX - r.value {
                     tx.rollback().await?;
                     return Err(StoreError::Overflow);
@@ -567,16 +674,29 @@ impl Store for SqlStore {
                 .await?;
         }
         tx.commit().await?;
-        Ok(UsageOutcome { applied, duplicate: false, used })
+        Ok(UsageOutcome {
+            applied,
+            duplicate: false,
+            used,
+        })
     }
 
-    async fn usage(&self, tenant_id: &str, feature: &str, period_start: UnixTime) -> Result<i64, StoreError> {
-        let row: Option<(i64, i64)> = sqlx::query_as("SELECT used, period_start FROM usage_counters WHERE tenant_id = $1 AND feature = $2")
-            .bind(tenant_id)
-            .bind(feature)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.filter(|&(_, p)| p >= period_start).map_or(0, |(u, _)| u))
+    async fn usage(
+        &self,
+        tenant_id: &str,
+        feature: &str,
+        period_start: UnixTime,
+    ) -> Result<i64, StoreError> {
+        let row: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT used, period_start FROM usage_counters WHERE tenant_id = $1 AND feature = $2",
+        )
+        .bind(tenant_id)
+        .bind(feature)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row
+            .filter(|&(_, p)| p >= period_start)
+            .map_or(0, |(u, _)| u))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -592,10 +712,22 @@ mod tests {
 
     #[test]
     fn urls() {
-        assert_eq!(normalize_url("entitlements.db").unwrap(), ("sqlite://entitlements.db?mode=rwc".into(), Backend::Sqlite));
-        assert_eq!(normalize_url("sqlite://x.db").unwrap().0, "sqlite://x.db?mode=rwc");
-        assert_eq!(normalize_url("sqlite://x.db?mode=ro").unwrap().0, "sqlite://x.db?mode=ro");
-        assert_eq!(normalize_url("postgres://u@h/db").unwrap().1, Backend::Postgres);
+        assert_eq!(
+            normalize_url("entitlements.db").unwrap(),
+            ("sqlite://entitlements.db?mode=rwc".into(), Backend::Sqlite)
+        );
+        assert_eq!(
+            normalize_url("sqlite://x.db").unwrap().0,
+            "sqlite://x.db?mode=rwc"
+        );
+        assert_eq!(
+            normalize_url("sqlite://x.db?mode=ro").unwrap().0,
+            "sqlite://x.db?mode=ro"
+        );
+        assert_eq!(
+            normalize_url("postgres://u@h/db").unwrap().1,
+            Backend::Postgres
+        );
         assert!(normalize_url("mysql://x").is_err());
         assert!(normalize_url("").is_err());
     }
