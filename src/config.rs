@@ -122,7 +122,36 @@ pub struct ServeArgs {
     /// Maximum number of cached tenants.
     #[arg(long, env = "ENTITLEMENTS_CACHE_CAPACITY", default_value_t = 100_000)]
     pub cache_capacity: u64,
+    /// Stripe webhook endpoint secret (`whsec_…`); repeat (or comma-separate in the env var)
+    /// to accept several during a rotation.
+    #[arg(long = "stripe-webhook-secret", env = "ENTITLEMENTS_STRIPE_WEBHOOK_SECRETS", value_delimiter = ',', hide_env_values = true)]
+    pub stripe_webhook_secrets: Vec<String>,
+    /// Accept only live-mode events (default: only test-mode events).
+    #[arg(long, env = "ENTITLEMENTS_STRIPE_LIVEMODE")]
+    pub stripe_livemode: bool,
+    /// Largest accepted webhook body, in bytes (larger: 413).
+    #[arg(long, env = "ENTITLEMENTS_WEBHOOK_BODY_LIMIT", default_value_t = 262_144)]
+    pub webhook_body_limit: usize,
     /// Deployment edition; overrides the catalog's `edition`. `ce` bypasses every gate.
     #[arg(long, env = "ENTITLEMENTS_EDITION", value_enum)]
     pub edition: Option<EditionArg>,
+}
+
+impl ServeArgs {
+    /// Settings for a server on ephemeral loopback ports (tests, benches, embedding).
+    pub fn local(catalog: impl Into<PathBuf>, database_url: impl Into<String>) -> ServeArgs {
+        ServeArgs {
+            catalog: catalog.into(),
+            database_url: database_url.into(),
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin_token: None,
+            max_ttl: Duration::from_secs(60),
+            cache_capacity: 100_000,
+            stripe_webhook_secrets: Vec::new(),
+            stripe_livemode: false,
+            webhook_body_limit: 262_144,
+            edition: None,
+        }
+    }
 }

@@ -19,7 +19,9 @@
 //! - [`cache`] — the moka cache of resolved tenants and of usage (SPEC §5).
 //! - [`service`] — the decision service: cache + store + core, the one place both planes call.
 //! - [`grpc`] — tonic services, proto conversions, the error → status mapping (SPEC §4).
-//! - [`http`] — the HTTP listener: health and readiness (SPEC §7, §8).
+//! - [`stripe`] — verifying and translating Stripe webhook events (SPEC §7).
+//! - [`http`] — the HTTP listener: the Stripe webhook, health, readiness, metrics (SPEC §7, §8).
+//! - [`telemetry`] — Prometheus metric names and the recorder behind `/metrics` (SPEC §8).
 //! - [`config`] — CLI flags and `ENTITLEMENTS_*` environment variables (SPEC §8).
 //! - [`server`] — wiring: starts the gRPC and HTTP listeners, graceful shutdown.
 
@@ -38,6 +40,8 @@ pub mod http;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod stripe;
+pub mod telemetry;
 
 /// Generated protobuf and gRPC code for `entitlements.v1`.
 pub mod pb {

@@ -364,29 +364,29 @@ pub fn resolve_traced(
         let unexpired = live(g.expires_at, now);
         let (sub_ok, origin) = match &g.origin {
             GrantOrigin::Manual => (true, format!("manual grant by {}", g.actor)),
-            GrantOrigin::Stripe {
-                subscription_id,
-                item_id,
-            } => {
-                let ok = state
-                    .subscriptions
-                    .iter()
-                    .any(|s| &s.id == subscription_id && s.status.entitles());
-                (
-                    ok,
-                    format!("stripe subscription {subscription_id} item {item_id}"),
-                )
+            GrantOrigin::Stripe { subscription_id, item_id } => {
+                let ok = state.subscriptions.iter().any(|s| &s.id == subscription_id && s.status.entitles());
+                (ok, format!("stripe subscription {subscription_id} item {item_id}"))
             }
+            GrantOrigin::StripeEntitlement { lookup_key } => (true, format!("stripe entitlement {lookup_key}")),
         };
-        let addon = catalog.addon(&g.addon);
-        let applied = unexpired && sub_ok && addon.is_some() && g.quantity > 0;
+        // An add-on's grants; a Stripe Entitlements lookup key may also name a boolean feature.
+        let grants: Option<Vec<(usize, Value)>> = match (catalog.addon(&g.addon), &g.origin) {
+            (Some(addon), _) => Some(addon.grants.clone()),
+            (None, GrantOrigin::StripeEntitlement { .. }) => catalog
+                .feature_idx(&g.addon)
+                .filter(|&fi| catalog.features[fi].kind == FeatureKind::Boolean)
+                .map(|fi| vec![(fi, Value::Bool(true))]),
+            (None, _) => None,
+        };
+        let applied = unexpired && sub_ok && grants.is_some() && g.quantity > 0;
         if applied {
             horizon(g.expires_at);
         }
-        let Some(addon) = addon else {
+        let Some(grants) = grants else {
             continue;
         };
-        for &(fi, grant) in &addon.grants {
+        for (fi, grant) in grants {
             let add = grant.times(g.quantity);
             if applied {
                 let f = &mut features[fi];

@@ -101,6 +101,7 @@ pub async fn start(args: &ServeArgs) -> Result<Running, ServerError> {
             EditionArg::Ce => Edition::Ce,
         });
     }
+    crate::telemetry::install();
     let store = SqlStore::connect(&args.database_url).await?;
     store.migrate().await?;
     let service = Arc::new(Service::new(
@@ -176,7 +177,12 @@ pub async fn start(args: &ServeArgs) -> Result<Running, ServerError> {
                 signalled(rx.clone()),
             ),
     );
-    let app = crate::http::router(Arc::clone(&service));
+    let webhook = crate::http::WebhookConfig {
+        secrets: args.stripe_webhook_secrets.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+        livemode: args.stripe_livemode,
+        body_limit: args.webhook_body_limit,
+    };
+    let app = crate::http::router(Arc::clone(&service), webhook);
     let http = tokio::spawn(async move {
         axum::serve(http_listener, app)
             .with_graceful_shutdown(signalled(rx))

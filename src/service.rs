@@ -12,8 +12,10 @@ use crate::decide::{Decision, Intent, Reason, decide, decide_idx};
 use crate::explain::{Explanation, explain};
 use crate::resolve::{self, ResolvedTenant};
 use crate::store::{
-    Actor, AuditRecord, Committed, Mutation, Store, StoreError, UsageMode, UsageReport,
+    Actor, AuditRecord, Committed, Mutation, Replay, Store, StoreError, StoredEvent, StripeOutcome, StripeStatus, UsageMode, UsageReport,
 };
+use crate::stripe::{self, Envelope};
+use crate::telemetry;
 use crate::tenant::{TenantState, UnixTime, validate_tenant_id};
 use crate::usage;
 
@@ -156,6 +158,7 @@ impl Service {
             .cache
             .get_or_load(tenant, min, |epoch| async move {
                 self.stats.store_loads.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(telemetry::LOADS).increment(1);
                 let state = self.store.load(tenant).await?;
                 let tenant = resolve::resolve(&self.catalog, &state, unix_now());
                 Ok::<_, StoreError>(Arc::new(Cached { tenant, epoch }))
@@ -473,7 +476,13 @@ impl Service {
             at: unix_now(),
         };
         let committed = self.store.mutate(tenant, &m, &by).await?;
-        self.cache.invalidate(tenant, committed.revision).await;
+        self.invalidate(tenant, committed.revision).await;
+        // A tenant that now claims a Stripe customer gets the events that waited for it.
+        if let Mutation::PutTenant { stripe_customer_id: Some(customer), .. } = &m
+            && !customer.is_empty()
+        {
+            self.apply_pending(customer).await?;
+        }
         Ok(committed)
     }
 
@@ -569,6 +578,78 @@ impl Service {
                 Ok(())
             }
         }
+    }
+
+    /// Forget a tenant on this replica after a change committed at `revision`.
+    pub async fn invalidate(&self, tenant: &str, revision: u64) {
+        metrics::counter!(telemetry::INVALIDATIONS).increment(1);
+        self.cache.invalidate(tenant, revision).await;
+    }
+
+    /// Translate and apply a verified Stripe event; invalidate what it changed.
+    pub async fn apply_stripe(&self, env: &Envelope, event: Result<stripe_webhook::Event, String>, replay: Option<&Replay>) -> Result<StripeOutcome, ServiceError> {
+        let translation = event.map(|e| stripe::translate(&self.catalog, env, &e));
+        match &translation {
+            Ok(t) => {
+                for err in &t.errors {
+                    tracing::warn!(event_id = %env.id, event_type = %env.event_type, error = %err, "stripe event mapping problem");
+                    metrics::counter!(telemetry::WEBHOOK_MAPPING_ERRORS, "type" => env.event_type.clone()).increment(1);
+                }
+            }
+            Err(e) => tracing::warn!(event_id = %env.id, error = %e, "stripe event did not parse"),
+        }
+        let outcome = self.store.apply_stripe_event(env, &translation, replay, unix_now()).await?;
+        let label = if outcome.duplicate { "duplicate" } else { outcome.status.as_str() };
+        metrics::counter!(telemetry::WEBHOOK_EVENTS, "type" => env.event_type.clone(), "outcome" => label).increment(1);
+        tracing::info!(event_id = %env.id, event_type = %env.event_type, outcome = label, tenant = ?outcome.tenant_id, "stripe event");
+        if let (Some(t), Some(rev)) = (&outcome.tenant_id, outcome.revision) {
+            self.invalidate(t, rev).await;
+        }
+        if let Some(customer) = &outcome.linked_customer {
+            Box::pin(self.apply_pending(customer)).await?;
+        }
+        Ok(outcome)
+    }
+
+    /// Apply the stored events that waited for a tenant with this customer id.
+    pub async fn apply_pending(&self, customer: &str) -> Result<(), ServiceError> {
+        let replay = Replay { actor: "stripe".into(), rationale: "a tenant now claims this customer".into() };
+        for ev in self.store.pending_stripe_events(customer).await? {
+            let env = stripe::envelope(&ev.payload).map_err(ServiceError::Internal)?;
+            let event = stripe::parse_stored(&ev.payload);
+            Box::pin(self.apply_stripe(&env, event, Some(&replay))).await?;
+        }
+        Ok(())
+    }
+
+    /// Re-apply a stored event (failed or still pending), e.g. after a catalog fix. Audited.
+    pub async fn replay_stripe_event(&self, id: &str, actor: &str, rationale: &str) -> Result<(StripeOutcome, StoredEvent), ServiceError> {
+        if actor.trim().is_empty() {
+            return Err(invalid("actor", "is required: every manual change names who made it"));
+        }
+        if rationale.trim().is_empty() {
+            return Err(invalid("rationale", "is required: every manual change says why"));
+        }
+        let ev = self.store.stripe_event(id).await?.ok_or_else(|| invalid("event_id", format!("no stored event `{id}`")))?;
+        if !matches!(ev.status, StripeStatus::Failed | StripeStatus::PendingTenant) {
+            return Err(invalid("event_id", format!("event `{id}` is {}; only failed or pending events are replayed", ev.status.as_str())));
+        }
+        let env = stripe::envelope(&ev.payload).map_err(ServiceError::Internal)?;
+        let replay = Replay { actor: actor.to_string(), rationale: rationale.to_string() };
+        let outcome = self.apply_stripe(&env, stripe::parse_stored(&ev.payload), Some(&replay)).await?;
+        let stored = self.store.stripe_event(id).await?.unwrap_or(ev);
+        Ok((outcome, stored))
+    }
+
+    pub async fn stripe_events(&self, tenant: Option<&str>, status: Option<&str>, limit: u32) -> Result<Vec<StoredEvent>, ServiceError> {
+        if let Some(t) = tenant {
+            check_tenant(t)?;
+        }
+        let status = match status {
+            None => None,
+            Some(s) => Some(StripeStatus::parse(s).ok_or_else(|| invalid("status", format!("unknown status `{s}`")))?),
+        };
+        Ok(self.store.stripe_events(tenant, status, limit.clamp(1, 500)).await?)
     }
 
     pub async fn tenant(&self, tenant: &str) -> Result<TenantState, ServiceError> {

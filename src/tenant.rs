@@ -59,6 +59,26 @@ impl SubscriptionStatus {
     }
 }
 
+impl SubscriptionStatus {
+    /// How far along its life a subscription is; terminal states rank highest.
+    fn progress(self) -> u8 {
+        match self {
+            Self::Incomplete => 0,
+            Self::Trialing => 1,
+            Self::Active | Self::PastDue | Self::Unpaid | Self::Paused => 2,
+            Self::Canceled | Self::IncompleteExpired => 3,
+        }
+    }
+}
+
+/// Whether an event about a subscription may replace the stored state. Stripe does not order
+/// deliveries, so: a newer event (`created`) wins, an older one never undoes a newer one, and at
+/// equal seconds (common) a status never moves backwards — an ended subscription stays ended,
+/// an active one does not fall back to trialing.
+pub fn supersedes(stored_created: UnixTime, stored: SubscriptionStatus, incoming_created: UnixTime, incoming: SubscriptionStatus) -> bool {
+    incoming_created > stored_created || (incoming_created == stored_created && incoming.progress() >= stored.progress())
+}
+
 /// A subscription mirrored from Stripe.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Subscription {
@@ -98,6 +118,9 @@ pub enum GrantOrigin {
         subscription_id: String,
         item_id: String,
     },
+    /// A Stripe Entitlements lookup key (an add-on key or a boolean feature key): active while
+    /// the customer's active entitlement summary lists it.
+    StripeEntitlement { lookup_key: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -193,6 +216,18 @@ pub fn validate_tenant_id(id: &str) -> Result<(), TenantIdError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_ordering() {
+        use SubscriptionStatus::*;
+        assert!(supersedes(10, Active, 11, Trialing));
+        assert!(!supersedes(11, Active, 10, Canceled), "older never wins");
+        assert!(supersedes(10, Trialing, 10, Active));
+        assert!(!supersedes(10, Active, 10, Trialing));
+        assert!(!supersedes(10, Canceled, 10, Active), "ended stays ended");
+        assert!(supersedes(10, Active, 10, PastDue));
+        assert!(supersedes(10, PastDue, 10, Active));
+    }
 
     #[test]
     fn tenant_ids() {

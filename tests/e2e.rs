@@ -24,14 +24,9 @@ const TOKEN: &str = "test-admin-token";
 async fn start() -> Harness {
     let dir = tempfile::tempdir().expect("tempdir");
     let args = ServeArgs {
-        catalog: concat!(env!("CARGO_MANIFEST_DIR"), "/examples/catalog.toml").into(),
-        database_url: dir.path().join("e2e.db").display().to_string(),
-        grpc_addr: "127.0.0.1:0".parse().expect("addr"),
-        http_addr: "127.0.0.1:0".parse().expect("addr"),
         admin_token: Some(TOKEN.into()),
         max_ttl: Duration::from_secs(300),
-        cache_capacity: 10_000,
-        edition: None,
+        ..ServeArgs::local(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/catalog.toml"), dir.path().join("e2e.db").display().to_string())
     };
     let running = server::start(&args).await.expect("server starts");
     let url = format!("http://{}", running.grpc_addr);

@@ -105,6 +105,9 @@ fn tenant_msg(s: &TenantState) -> pb::Tenant {
                     GrantOrigin::Stripe {
                         subscription_id, ..
                     } => subscription_id.clone(),
+                    GrantOrigin::StripeEntitlement { lookup_key } => {
+                        format!("stripe entitlement {lookup_key}")
+                    }
                 },
                 actor: g.actor.clone(),
                 rationale: g.rationale.clone(),
@@ -360,5 +363,37 @@ impl AdminService for AdminApi {
                 .collect(),
             next_page_token: next,
         }))
+    }
+
+    async fn list_stripe_events(&self, req: Request<pb::ListStripeEventsRequest>) -> Result<Response<pb::ListStripeEventsResponse>, Status> {
+        let r = req.into_inner();
+        let tenant = (!r.tenant_id.is_empty()).then_some(r.tenant_id.as_str());
+        let status = (!r.status.is_empty()).then_some(r.status.as_str());
+        let size = if r.page_size <= 0 { 50 } else { r.page_size.unsigned_abs() };
+        let events = self.service.stripe_events(tenant, status, size).await?;
+        Ok(Response::new(pb::ListStripeEventsResponse { events: events.iter().map(stripe_event).collect() }))
+    }
+
+    async fn replay_stripe_event(&self, req: Request<pb::ReplayStripeEventRequest>) -> Result<Response<pb::ReplayStripeEventResponse>, Status> {
+        let r = req.into_inner();
+        required("event_id", &r.event_id)?;
+        let (outcome, stored) = self.service.replay_stripe_event(&r.event_id, &r.actor, &r.rationale).await?;
+        tracing::info!(event_id = %r.event_id, actor = %r.actor, outcome = outcome.status.as_str(), "stripe event replayed");
+        Ok(Response::new(pb::ReplayStripeEventResponse { event: Some(stripe_event(&stored)), revision: outcome.revision.unwrap_or_default() }))
+    }
+}
+
+fn stripe_event(e: &crate::store::StoredEvent) -> pb::StripeEvent {
+    pb::StripeEvent {
+        id: e.id.clone(),
+        event_type: e.event_type.clone(),
+        created: Some(ts(e.created)),
+        status: e.status.as_str().to_string(),
+        error: e.error.clone().unwrap_or_default(),
+        tenant_id: e.tenant_id.clone().unwrap_or_default(),
+        customer_id: e.customer_id.clone().unwrap_or_default(),
+        received_at: Some(ts(e.received_at)),
+        applied_at: opt_ts(e.applied_at),
+        livemode: e.livemode,
     }
 }

@@ -3,12 +3,14 @@
 //! (the embedded default) and PostgreSQL with one body of portable SQL.
 
 pub mod sql;
+mod stripe;
 
 use async_trait::async_trait;
 use serde::Serialize;
 
 use crate::catalog::Value;
 pub use crate::lifecycle::TrialExtension;
+use crate::stripe::{Envelope, Translation};
 use crate::tenant::{TenantState, Trial, UnixTime};
 
 #[derive(Debug, thiserror::Error)]
@@ -147,6 +149,76 @@ pub struct UsageOutcome {
     pub used: i64,
 }
 
+/// Who re-applies a stored Stripe event, and why (audited in place of "stripe").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replay {
+    pub actor: String,
+    pub rationale: String,
+}
+
+/// What became of a Stripe event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StripeStatus {
+    Applied,
+    /// Verified, but of a type or mode this service does not act on.
+    Ignored,
+    /// Older than what is already applied to the same subscription: changes nothing.
+    Stale,
+    /// No tenant claims its customer yet; applied when one appears.
+    PendingTenant,
+    /// Could not be parsed or mapped (unknown price, unknown add-on…): grants nothing.
+    Failed,
+}
+
+impl StripeStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StripeStatus::Applied => "applied",
+            StripeStatus::Ignored => "ignored",
+            StripeStatus::Stale => "stale",
+            StripeStatus::PendingTenant => "pending_tenant",
+            StripeStatus::Failed => "failed",
+        }
+    }
+    pub fn parse(s: &str) -> Option<StripeStatus> {
+        Some(match s {
+            "applied" => StripeStatus::Applied,
+            "ignored" => StripeStatus::Ignored,
+            "stale" => StripeStatus::Stale,
+            "pending_tenant" => StripeStatus::PendingTenant,
+            "failed" => StripeStatus::Failed,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StripeOutcome {
+    pub status: StripeStatus,
+    /// The event id was seen before: nothing was done.
+    pub duplicate: bool,
+    pub tenant_id: Option<String>,
+    pub revision: Option<u64>,
+    /// A customer id newly linked to a tenant (its pending events can now apply).
+    pub linked_customer: Option<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    pub id: String,
+    pub event_type: String,
+    pub created: UnixTime,
+    pub livemode: bool,
+    pub customer_id: Option<String>,
+    pub tenant_id: Option<String>,
+    pub status: StripeStatus,
+    pub error: Option<String>,
+    pub received_at: UnixTime,
+    pub applied_at: Option<UnixTime>,
+    pub payload: String,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// The tenant's state; an unknown tenant comes back with `known == false`.
@@ -174,6 +246,20 @@ pub trait Store: Send + Sync + 'static {
         feature: &str,
         period_start: UnixTime,
     ) -> Result<i64, StoreError>;
+    /// Record a verified Stripe event and apply it, in one transaction. Duplicates (same event
+    /// id) change nothing unless it is a `replay` of a stored event.
+    async fn apply_stripe_event(
+        &self,
+        env: &Envelope,
+        translation: &Result<Translation, String>,
+        replay: Option<&Replay>,
+        at: UnixTime,
+    ) -> Result<StripeOutcome, StoreError>;
+    async fn stripe_event(&self, id: &str) -> Result<Option<StoredEvent>, StoreError>;
+    /// Newest first, optionally for one tenant and/or in one status.
+    async fn stripe_events(&self, tenant_id: Option<&str>, status: Option<StripeStatus>, limit: u32) -> Result<Vec<StoredEvent>, StoreError>;
+    /// Events waiting for a tenant with this customer id, oldest first.
+    async fn pending_stripe_events(&self, customer_id: &str) -> Result<Vec<StoredEvent>, StoreError>;
     /// Cheap liveness probe.
     async fn ping(&self) -> Result<(), StoreError>;
 }

@@ -11,15 +11,23 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyConnection, AnyPool, Connection, Row};
 
 use super::{
-    Actor, AuditRecord, Committed, Mutation, Store, StoreError, UsageMode, UsageOutcome,
-    UsageReport,
+    Actor, AuditRecord, Committed, Mutation, Store, StoreError, StoredEvent, StripeOutcome,
+    Replay, StripeStatus, UsageMode, UsageOutcome, UsageReport,
 };
+use crate::stripe::{Envelope, Translation};
 use crate::catalog::Interval;
 use crate::lifecycle::extend_trial;
 use crate::tenant::{
     AddOnGrant, Change, GrantOrigin, Override, PlanAssignment, Subscription, SubscriptionStatus,
     TenantState, Trial, UnixTime,
 };
+
+/// Columns of `stripe_events`, in the order `stripe::row_to_event` reads them.
+macro_rules! event_columns {
+    () => {
+        "id, event_type, created, livemode, customer_id, tenant_id, status, error, received_at, applied_at, payload"
+    };
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -212,9 +220,13 @@ pub(crate) async fn load_tenant(
     .fetch_all(&mut *conn)
     .await?
     {
+        let origin_col: String = r.try_get("origin")?;
         let origin = match (r.try_get::<Option<String>, _>("subscription_id")?, r.try_get::<Option<String>, _>("item_id")?) {
             (Some(subscription_id), item) => GrantOrigin::Stripe { subscription_id, item_id: item.unwrap_or_default() },
-            _ => GrantOrigin::Manual,
+            _ => match origin_col.strip_prefix("stripe-entitlement:") {
+                Some(key) => GrantOrigin::StripeEntitlement { lookup_key: key.to_string() },
+                None => GrantOrigin::Manual,
+            },
         };
         state.addon_grants.push(AddOnGrant {
             addon: r.try_get("addon")?,
@@ -493,6 +505,9 @@ pub(crate) async fn upsert_grant(
             Some(subscription_id.clone()),
             Some(item_id.clone()),
         ),
+        GrantOrigin::StripeEntitlement { lookup_key } => {
+            (format!("stripe-entitlement:{lookup_key}"), None, None)
+        }
     };
     sqlx::query(
         "INSERT INTO addon_grants (tenant_id, addon, origin, subscription_id, item_id, quantity, actor, rationale, granted_at, expires_at) \
@@ -697,6 +712,63 @@ impl Store for SqlStore {
         Ok(row
             .filter(|&(_, p)| p >= period_start)
             .map_or(0, |(u, _)| u))
+    }
+
+    async fn apply_stripe_event(
+        &self,
+        env: &Envelope,
+        translation: &Result<Translation, String>,
+        replay: Option<&Replay>,
+        at: UnixTime,
+    ) -> Result<StripeOutcome, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if !super::stripe::claim(&mut tx, env, replay.is_some(), at).await? {
+            tx.rollback().await?;
+            return Ok(StripeOutcome {
+                status: StripeStatus::Ignored,
+                duplicate: true,
+                tenant_id: None,
+                revision: None,
+                linked_customer: None,
+                error: None,
+            });
+        }
+        let (outcome, customer) = super::stripe::apply(&mut tx, env, translation, replay, at).await?;
+        super::stripe::finish(&mut tx, env, &outcome, customer.as_deref(), at).await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn stripe_event(&self, id: &str) -> Result<Option<StoredEvent>, StoreError> {
+        let sql = concat!("SELECT ", event_columns!(), " FROM stripe_events WHERE id = $1");
+        let row = sqlx::query(sql).bind(id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(super::stripe::row_to_event).transpose()
+    }
+
+    async fn stripe_events(&self, tenant_id: Option<&str>, status: Option<StripeStatus>, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM stripe_events WHERE ($1 = '' OR tenant_id = $1) AND ($2 = '' OR status = $2) \
+             ORDER BY received_at DESC, id DESC LIMIT $3"
+        );
+        let rows = sqlx::query(sql)
+            .bind(tenant_id.unwrap_or_default())
+            .bind(status.map(StripeStatus::as_str).unwrap_or_default())
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(super::stripe::row_to_event).collect()
+    }
+
+    async fn pending_stripe_events(&self, customer_id: &str) -> Result<Vec<StoredEvent>, StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM stripe_events WHERE status = 'pending_tenant' AND customer_id = $1 ORDER BY created, id"
+        );
+        let rows = sqlx::query(sql).bind(customer_id).fetch_all(&self.pool).await?;
+        rows.iter().map(super::stripe::row_to_event).collect()
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
