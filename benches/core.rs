@@ -18,11 +18,7 @@ use entitlements::tenant::{
 const NOW: UnixTime = 1_768_046_400;
 
 fn catalog() -> Arc<Catalog> {
-    let src = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/examples/catalog.toml"
-    ))
-    .unwrap();
+    let src = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/catalog.toml")).unwrap();
     Arc::new(Catalog::from_toml(&src, &|_| None).expect("example catalog is valid"))
 }
 
@@ -51,10 +47,7 @@ fn tenant() -> TenantState {
             AddOnGrant {
                 addon: "teams".into(),
                 quantity: 1,
-                origin: GrantOrigin::Stripe {
-                    subscription_id: "sub_1Pz".into(),
-                    item_id: "si_teams".into(),
-                },
+                origin: GrantOrigin::Stripe { subscription_id: "sub_1Pz".into(), item_id: "si_teams".into() },
                 actor: "stripe".into(),
                 rationale: "checkout".into(),
                 granted_at: NOW - 40 * DAY,
@@ -97,59 +90,21 @@ fn benches(c: &mut Criterion) {
     let mut g = c.benchmark_group("decide");
     g.bench_function("boolean", |b| {
         b.iter(|| {
-            decide(
-                black_box(&resolved),
-                black_box("teams_integration"),
-                black_box(1),
-                Intent::Write,
-                black_box(0),
-            )
+            decide(black_box(&resolved), black_box("teams_integration"), black_box(1), Intent::Write, black_box(0))
         })
     });
     g.bench_function("counter", |b| {
-        b.iter(|| {
-            decide(
-                black_box(&resolved),
-                black_box("review_packs"),
-                black_box(1),
-                Intent::Write,
-                black_box(120),
-            )
-        })
+        b.iter(|| decide(black_box(&resolved), black_box("review_packs"), black_box(1), Intent::Write, black_box(120)))
     });
     g.bench_function("counter_denied_with_hint", |b| {
-        b.iter(|| {
-            decide(
-                black_box(&resolved),
-                black_box("review_packs"),
-                black_box(1),
-                Intent::Write,
-                black_box(200),
-            )
-        })
+        b.iter(|| decide(black_box(&resolved), black_box("review_packs"), black_box(1), Intent::Write, black_box(200)))
     });
     g.bench_function("unknown_feature", |b| {
-        b.iter(|| {
-            decide(
-                black_box(&resolved),
-                black_box("no_such_feature"),
-                black_box(1),
-                Intent::Write,
-                black_box(0),
-            )
-        })
+        b.iter(|| decide(black_box(&resolved), black_box("no_such_feature"), black_box(1), Intent::Write, black_box(0)))
     });
     let fi = catalog.feature_idx("teams_integration").unwrap();
     g.bench_function("boolean_by_index", |b| {
-        b.iter(|| {
-            decide_idx(
-                black_box(&resolved),
-                black_box(fi),
-                black_box(1),
-                Intent::Write,
-                black_box(0),
-            )
-        })
+        b.iter(|| decide_idx(black_box(&resolved), black_box(fi), black_box(1), Intent::Write, black_box(0)))
     });
     g.finish();
 }

@@ -33,9 +33,7 @@ struct UntilValid {
 }
 
 fn now_unix_f64() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
 impl Expiry<Arc<str>, Arc<Cached>> for UntilValid {
@@ -61,6 +59,9 @@ pub struct CachedUsage {
 pub struct TenantCache {
     tenants: moka::future::Cache<Arc<str>, Arc<Cached>>,
     usage: moka::future::Cache<(Arc<str>, FeatureIdx), CachedUsage>,
+    /// The last successful load per tenant, kept `stale_bound` past `max_ttl`: served only
+    /// when the store cannot answer.
+    last_known: moka::future::Cache<Arc<str>, Arc<Cached>>,
     /// Minimum acceptable revision per recently invalidated tenant.
     floors: moka::sync::Cache<Arc<str>, u64>,
     epoch: AtomicU64,
@@ -73,12 +74,13 @@ pub enum Lookup {
 }
 
 impl TenantCache {
-    pub fn new(capacity: u64, max_ttl: Duration) -> TenantCache {
+    pub fn new(capacity: u64, max_ttl: Duration, stale_bound: Duration) -> TenantCache {
         TenantCache {
-            tenants: moka::future::Cache::builder()
+            last_known: moka::future::Cache::builder()
                 .max_capacity(capacity)
-                .expire_after(UntilValid { max_ttl })
+                .time_to_live(max_ttl + stale_bound)
                 .build(),
+            tenants: moka::future::Cache::builder().max_capacity(capacity).expire_after(UntilValid { max_ttl }).build(),
             usage: moka::future::Cache::builder()
                 .max_capacity(capacity.saturating_mul(4))
                 .time_to_live(max_ttl)
@@ -98,11 +100,7 @@ impl TenantCache {
     }
 
     fn fresh(&self, tenant: &str, c: &Cached) -> bool {
-        c.epoch >= self.epoch()
-            && self
-                .floors
-                .get(tenant)
-                .is_none_or(|floor| c.tenant.revision >= floor)
+        c.epoch >= self.epoch() && self.floors.get(tenant).is_none_or(|floor| c.tenant.revision >= floor)
     }
 
     /// The cached resolution if fresh and at least `min_revision`.
@@ -136,15 +134,18 @@ impl TenantCache {
             {
                 self.tenants.invalidate(tenant).await;
             }
-            let c = self
-                .tenants
-                .try_get_with(Arc::clone(&key), load(self.epoch()))
-                .await?;
+            let c = self.tenants.try_get_with(Arc::clone(&key), load(self.epoch())).await?;
             attempt += 1;
             if (c.tenant.revision >= min_revision && self.fresh(tenant, &c)) || attempt >= 3 {
                 return Ok((c, Lookup::Miss));
             }
         }
+    }
+
+    /// The last resolution loaded for a tenant, even if expired or invalidated (within the
+    /// stale bound): for answering while the store is unreachable.
+    pub async fn last_known(&self, tenant: &str) -> Option<Arc<Cached>> {
+        self.last_known.get(tenant).await
     }
 
     /// Forget a tenant after a change that committed `revision`.
@@ -169,6 +170,10 @@ impl TenantCache {
         self.usage.insert((Arc::clone(tenant), feature), u).await;
     }
 
+    pub async fn forget_usage(&self, tenant: &Arc<str>, feature: FeatureIdx) {
+        self.usage.invalidate(&(Arc::clone(tenant), feature)).await;
+    }
+
     pub fn entry_count(&self) -> u64 {
         self.tenants.entry_count()
     }
@@ -190,58 +195,37 @@ mod tests {
     use crate::tenant::TenantState;
 
     fn resolved(revision: u64) -> ResolvedTenant {
-        let catalog = Arc::new(
-            Catalog::from_toml(include_str!("../examples/catalog.toml"), &|_| None)
-                .expect("catalog"),
-        );
-        let state = TenantState {
-            tenant_id: "t".into(),
-            known: true,
-            revision,
-            ..TenantState::default()
-        };
+        let catalog =
+            Arc::new(Catalog::from_toml(include_str!("../examples/catalog.toml"), &|_| None).expect("catalog"));
+        let state = TenantState { tenant_id: "t".into(), known: true, revision, ..TenantState::default() };
         crate::resolve::resolve(&catalog, &state, 1_800_000_000)
     }
 
     #[tokio::test]
     async fn a_slow_load_racing_an_invalidation_does_not_win() {
-        let cache = Arc::new(TenantCache::new(100, Duration::from_secs(60)));
+        let cache = Arc::new(TenantCache::new(100, Duration::from_secs(60), Duration::from_secs(60)));
         let store_revision = Arc::new(AtomicU64::new(1));
         let release = Arc::new(Notify::new());
         let first = Arc::new(AtomicBool::new(true));
         let loader = {
-            let (store_revision, release, first) = (
-                Arc::clone(&store_revision),
-                Arc::clone(&release),
-                Arc::clone(&first),
-            );
+            let (store_revision, release, first) =
+                (Arc::clone(&store_revision), Arc::clone(&release), Arc::clone(&first));
             move |epoch| {
-                let (store_revision, release, first) = (
-                    Arc::clone(&store_revision),
-                    Arc::clone(&release),
-                    Arc::clone(&first),
-                );
+                let (store_revision, release, first) =
+                    (Arc::clone(&store_revision), Arc::clone(&release), Arc::clone(&first));
                 async move {
                     // Read the store, then stall: the classic window for stale resurrection.
                     let rev = store_revision.load(Ordering::SeqCst);
                     if first.swap(false, Ordering::SeqCst) {
                         release.notified().await;
                     }
-                    Ok::<_, ()>(Arc::new(Cached {
-                        tenant: resolved(rev),
-                        epoch,
-                    }))
+                    Ok::<_, ()>(Arc::new(Cached { tenant: resolved(rev), epoch }))
                 }
             }
         };
         let slow = tokio::spawn({
             let cache = Arc::clone(&cache);
-            async move {
-                cache
-                    .get_or_load("t", 0, loader)
-                    .await
-                    .map(|(c, _)| c.tenant.revision)
-            }
+            async move { cache.get_or_load("t", 0, loader).await.map(|(c, _)| c.tenant.revision) }
         });
         tokio::task::yield_now().await;
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -249,52 +233,27 @@ mod tests {
         store_revision.store(2, Ordering::SeqCst);
         cache.invalidate("t", 2).await;
         release.notify_one();
-        assert_eq!(
-            slow.await.expect("join").expect("load"),
-            2,
-            "the older load must not be served"
-        );
+        assert_eq!(slow.await.expect("join").expect("load"), 2, "the older load must not be served");
         assert_eq!(cache.get("t", 0).await.map(|c| c.tenant.revision), Some(2));
     }
 
     #[tokio::test]
     async fn an_entry_below_its_floor_or_from_before_a_flush_is_not_served() {
-        let cache = TenantCache::new(100, Duration::from_secs(60));
-        cache
-            .tenants
-            .insert(
-                Arc::from("t"),
-                Arc::new(Cached {
-                    tenant: resolved(3),
-                    epoch: cache.epoch(),
-                }),
-            )
-            .await;
+        let cache = TenantCache::new(100, Duration::from_secs(60), Duration::from_secs(60));
+        cache.tenants.insert(Arc::from("t"), Arc::new(Cached { tenant: resolved(3), epoch: cache.epoch() })).await;
         assert!(cache.get("t", 0).await.is_some());
-        assert!(
-            cache.get("t", 4).await.is_none(),
-            "min_revision 4 needs a reload"
-        );
+        assert!(cache.get("t", 4).await.is_none(), "min_revision 4 needs a reload");
         cache.floors.insert(Arc::from("t"), 5);
         assert!(cache.get("t", 0).await.is_none(), "below the floor");
         let stale_epoch = cache.epoch();
         cache.flush();
-        cache
-            .tenants
-            .insert(
-                Arc::from("u"),
-                Arc::new(Cached {
-                    tenant: resolved(9),
-                    epoch: stale_epoch,
-                }),
-            )
-            .await;
+        cache.tenants.insert(Arc::from("u"), Arc::new(Cached { tenant: resolved(9), epoch: stale_epoch })).await;
         assert!(cache.get("u", 0).await.is_none(), "loaded before the flush");
     }
 
     #[tokio::test]
     async fn concurrent_misses_coalesce_into_one_load() {
-        let cache = Arc::new(TenantCache::new(100, Duration::from_secs(60)));
+        let cache = Arc::new(TenantCache::new(100, Duration::from_secs(60), Duration::from_secs(60)));
         let loads = Arc::new(AtomicU64::new(0));
         let mut tasks = Vec::new();
         for _ in 0..16 {
@@ -306,10 +265,7 @@ mod tests {
                         async move {
                             loads.fetch_add(1, Ordering::SeqCst);
                             tokio::time::sleep(Duration::from_millis(30)).await;
-                            Ok::<_, ()>(Arc::new(Cached {
-                                tenant: resolved(1),
-                                epoch,
-                            }))
+                            Ok::<_, ()>(Arc::new(Cached { tenant: resolved(1), epoch }))
                         }
                     })
                     .await

@@ -94,11 +94,7 @@ pub enum Value {
 impl Value {
     /// The "nothing granted" value of a kind.
     pub fn zero(kind: FeatureKind) -> Value {
-        if kind.is_numeric() {
-            Value::Number(0)
-        } else {
-            Value::Bool(false)
-        }
+        if kind.is_numeric() { Value::Number(0) } else { Value::Bool(false) }
     }
 
     pub fn fits(self, kind: FeatureKind) -> bool {
@@ -204,13 +200,8 @@ pub enum PriceComponent {
 /// What a Stripe price id buys.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PriceTarget {
-    Plan {
-        plan: String,
-        component: PriceComponent,
-    },
-    AddOn {
-        addon: String,
-    },
+    Plan { plan: String, component: PriceComponent },
+    AddOn { addon: String },
 }
 
 #[derive(Debug, Clone)]
@@ -397,28 +388,16 @@ struct Problems<'a> {
 }
 
 impl Problems<'_> {
-    fn at(
-        &mut self,
-        span: Option<std::ops::Range<usize>>,
-        path: impl Into<String>,
-        msg: impl Into<String>,
-    ) {
+    fn at(&mut self, span: Option<std::ops::Range<usize>>, path: impl Into<String>, msg: impl Into<String>) {
         let position = span.map(|s| line_col(self.src, s.start));
-        self.list.push(Problem {
-            position,
-            path: path.into(),
-            message: msg.into(),
-        });
+        self.list.push(Problem { position, path: path.into(), message: msg.into() });
     }
 }
 
 fn line_col(src: &str, offset: usize) -> (usize, usize) {
     let before = &src[..offset.min(src.len())];
     let line = before.matches('\n').count() + 1;
-    let col = before
-        .rfind('\n')
-        .map_or(before.len(), |i| before.len() - i - 1)
-        + 1;
+    let col = before.rfind('\n').map_or(before.len(), |i| before.len() - i - 1) + 1;
     (line, col)
 }
 
@@ -429,9 +408,7 @@ fn expand_env(raw: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String,
     while let Some(start) = rest.find("${") {
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
-        let end = after
-            .find('}')
-            .ok_or_else(|| format!("unterminated `${{` in `{raw}`"))?;
+        let end = after.find('}').ok_or_else(|| format!("unterminated `${{` in `{raw}`"))?;
         let expr = &after[..end];
         let (name, default) = match expr.split_once(":-") {
             Some((n, d)) => (n, Some(d)),
@@ -454,16 +431,11 @@ fn parse_value(v: &toml::Value, kind: FeatureKind) -> Result<Value, String> {
         toml::Value::Integer(n) => Value::Number(*n),
         toml::Value::String(s) if s == "unlimited" => Value::Unlimited,
         other => {
-            return Err(format!(
-                "expected true/false, a number or \"unlimited\", found `{other}`"
-            ));
+            return Err(format!("expected true/false, a number or \"unlimited\", found `{other}`"));
         }
     };
     if !value.fits(kind) {
-        return Err(format!(
-            "value `{value}` does not fit a {} feature",
-            kind.name()
-        ));
+        return Err(format!("value `{value}` does not fit a {} feature", kind.name()));
     }
     Ok(value)
 }
@@ -472,28 +444,17 @@ fn is_key(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && s.starts_with(|c: char| c.is_ascii_lowercase())
-        && s.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
 impl Catalog {
     /// Parse and validate a catalog. `env` resolves `${VAR}` references in price ids.
-    pub fn from_toml(
-        src: &str,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Catalog, CatalogError> {
+    pub fn from_toml(src: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Catalog, CatalogError> {
         let raw: RawCatalog = toml::from_str(src).map_err(|e| {
             let position = e.span().map(|s| line_col(src, s.start));
-            CatalogError(vec![Problem {
-                position,
-                path: "(file)".into(),
-                message: e.message().to_string(),
-            }])
+            CatalogError(vec![Problem { position, path: "(file)".into(), message: e.message().to_string() }])
         })?;
-        let mut p = Problems {
-            src,
-            list: Vec::new(),
-        };
+        let mut p = Problems { src, list: Vec::new() };
 
         // Features.
         let mut features = Vec::new();
@@ -502,11 +463,7 @@ impl Catalog {
             let span = Some(f.span());
             let path = format!("features.{key}");
             if !is_key(key) {
-                p.at(
-                    span.clone(),
-                    &path,
-                    "feature keys are snake_case ([a-z][a-z0-9_]*, at most 64 chars)",
-                );
+                p.at(span.clone(), &path, "feature keys are snake_case ([a-z][a-z0-9_]*, at most 64 chars)");
             }
             let f = f.get_ref();
             let kind = match (f.kind.as_str(), f.period) {
@@ -515,11 +472,7 @@ impl Catalog {
                 ("gauge", None) => FeatureKind::Gauge,
                 ("counter", Some(period)) => FeatureKind::Counter(period),
                 ("counter", None) => {
-                    p.at(
-                        span.clone(),
-                        &path,
-                        "a counter needs `period` (month, year, billing_period or never)",
-                    );
+                    p.at(span.clone(), &path, "a counter needs `period` (month, year, billing_period or never)");
                     FeatureKind::Counter(Period::Month)
                 }
                 ("boolean" | "config" | "gauge", Some(_)) => {
@@ -527,24 +480,17 @@ impl Catalog {
                     FeatureKind::Boolean
                 }
                 (other, _) => {
-                    p.at(
-                        span.clone(),
-                        &path,
-                        format!("unknown kind `{other}` (boolean, config, gauge, counter)"),
-                    );
+                    p.at(span.clone(), &path, format!("unknown kind `{other}` (boolean, config, gauge, counter)"));
                     FeatureKind::Boolean
                 }
             };
-            let fallback = f
-                .fallback
-                .as_ref()
-                .and_then(|v| match parse_value(v.get_ref(), kind) {
-                    Ok(v) => Some(v),
-                    Err(e) => {
-                        p.at(Some(v.span()), format!("{path}.fallback"), e);
-                        None
-                    }
-                });
+            let fallback = f.fallback.as_ref().and_then(|v| match parse_value(v.get_ref(), kind) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    p.at(Some(v.span()), format!("{path}.fallback"), e);
+                    None
+                }
+            });
             feature_index.insert(key.clone(), features.len());
             features.push(Feature {
                 key: key.clone(),
@@ -559,21 +505,20 @@ impl Catalog {
             p.at(None, "features", "the catalog defines no features");
         }
 
-        let values_for =
-            |p: &mut Problems, path: &str, map: &BTreeMap<String, Spanned<toml::Value>>| {
-                let mut out = Vec::new();
-                for (fkey, v) in map {
-                    let vpath = format!("{path}.features.{fkey}");
-                    match feature_index.get(fkey) {
-                        None => p.at(Some(v.span()), vpath, format!("unknown feature `{fkey}`")),
-                        Some(&idx) => match parse_value(v.get_ref(), features[idx].kind) {
-                            Ok(val) => out.push((idx, val)),
-                            Err(e) => p.at(Some(v.span()), vpath, e),
-                        },
-                    }
+        let values_for = |p: &mut Problems, path: &str, map: &BTreeMap<String, Spanned<toml::Value>>| {
+            let mut out = Vec::new();
+            for (fkey, v) in map {
+                let vpath = format!("{path}.features.{fkey}");
+                match feature_index.get(fkey) {
+                    None => p.at(Some(v.span()), vpath, format!("unknown feature `{fkey}`")),
+                    Some(&idx) => match parse_value(v.get_ref(), features[idx].kind) {
+                        Ok(val) => out.push((idx, val)),
+                        Err(e) => p.at(Some(v.span()), vpath, e),
+                    },
                 }
-                out
-            };
+            }
+            out
+        };
 
         // Plans.
         let mut plans = Vec::new();
@@ -597,15 +542,11 @@ impl Catalog {
             for (idx, v) in values_for(&mut p, &path, &plan.features) {
                 values[idx] = v;
             }
-            let seats_feature = plan.seats_from_subscription.as_ref().and_then(|s| {
-                match feature_index.get(s.get_ref()) {
+            let seats_feature =
+                plan.seats_from_subscription.as_ref().and_then(|s| match feature_index.get(s.get_ref()) {
                     Some(&idx) if features[idx].kind == FeatureKind::Gauge => Some(idx),
                     Some(_) => {
-                        p.at(
-                            Some(s.span()),
-                            format!("{path}.seats_from_subscription"),
-                            "must name a gauge feature",
-                        );
+                        p.at(Some(s.span()), format!("{path}.seats_from_subscription"), "must name a gauge feature");
                         None
                     }
                     None => {
@@ -616,8 +557,7 @@ impl Catalog {
                         );
                         None
                     }
-                }
-            });
+                });
             plan_index.insert(key.clone(), plans.len());
             plans.push(Plan {
                 key: key.clone(),
@@ -628,11 +568,7 @@ impl Catalog {
             });
         }
         plans.sort_by_key(|pl| pl.rank);
-        plan_index = plans
-            .iter()
-            .enumerate()
-            .map(|(i, pl)| (pl.key.clone(), i))
-            .collect();
+        plan_index = plans.iter().enumerate().map(|(i, pl)| (pl.key.clone(), i)).collect();
         if !plan_index.contains_key(raw.default_plan.get_ref()) {
             p.at(
                 Some(raw.default_plan.span()),
@@ -651,11 +587,7 @@ impl Catalog {
             }
             let grants = values_for(&mut p, &path, &addon.get_ref().features);
             if grants.is_empty() {
-                p.at(
-                    Some(addon.span()),
-                    &path,
-                    "an add-on must grant at least one feature",
-                );
+                p.at(Some(addon.span()), &path, "an add-on must grant at least one feature");
             }
             addon_index.insert(key.clone(), addons.len());
             addons.push(AddOn {
@@ -667,9 +599,7 @@ impl Catalog {
 
         for (idx, f) in features.iter_mut().enumerate() {
             let in_plan = plans.iter().any(|pl| pl.values[idx].is_truthy());
-            let in_addon = addons
-                .iter()
-                .any(|a| a.grants.iter().any(|(i, v)| *i == idx && v.is_truthy()));
+            let in_addon = addons.iter().any(|a| a.grants.iter().any(|(i, v)| *i == idx && v.is_truthy()));
             f.addon_only = !in_plan && in_addon;
         }
 
@@ -690,48 +620,27 @@ impl Catalog {
             let target = match (&price.plan, &price.addon) {
                 (Some(plan), None) => {
                     if !plan_index.contains_key(plan) {
-                        p.at(
-                            span.clone(),
-                            format!("{path}.plan"),
-                            format!("unknown plan `{plan}`"),
-                        );
+                        p.at(span.clone(), format!("{path}.plan"), format!("unknown plan `{plan}`"));
                     }
                     if price.component == PriceComponent::Seat
-                        && plan_index
-                            .get(plan)
-                            .is_some_and(|&i| plans[i].seats_feature.is_none())
+                        && plan_index.get(plan).is_some_and(|&i| plans[i].seats_feature.is_none())
                     {
                         p.at(
                             span.clone(),
                             format!("{path}.component"),
-                            format!(
-                                "plan `{plan}` is not seat-priced (no seats_from_subscription)"
-                            ),
+                            format!("plan `{plan}` is not seat-priced (no seats_from_subscription)"),
                         );
                     }
-                    PriceTarget::Plan {
-                        plan: plan.clone(),
-                        component: price.component,
-                    }
+                    PriceTarget::Plan { plan: plan.clone(), component: price.component }
                 }
                 (None, Some(addon)) => {
                     if !addon_index.contains_key(addon) {
-                        p.at(
-                            span.clone(),
-                            format!("{path}.addon"),
-                            format!("unknown add-on `{addon}`"),
-                        );
+                        p.at(span.clone(), format!("{path}.addon"), format!("unknown add-on `{addon}`"));
                     }
-                    PriceTarget::AddOn {
-                        addon: addon.clone(),
-                    }
+                    PriceTarget::AddOn { addon: addon.clone() }
                 }
                 _ => {
-                    p.at(
-                        span.clone(),
-                        &path,
-                        "a price names exactly one of `plan` or `addon`",
-                    );
+                    p.at(span.clone(), &path, "a price names exactly one of `plan` or `addon`");
                     continue;
                 }
             };
@@ -739,17 +648,9 @@ impl Catalog {
                 p.at(span.clone(), format!("{path}.id"), "empty price id");
             }
             if price_index.insert(id.clone(), prices.len()).is_some() {
-                p.at(
-                    span.clone(),
-                    format!("{path}.id"),
-                    format!("duplicate price id `{id}`"),
-                );
+                p.at(span.clone(), format!("{path}.id"), format!("duplicate price id `{id}`"));
             }
-            prices.push(Price {
-                id,
-                target,
-                interval: price.interval,
-            });
+            prices.push(Price { id, target, interval: price.interval });
         }
 
         // Lifecycle.
@@ -757,46 +658,26 @@ impl Catalog {
         if let Some(l) = &raw.lifecycle {
             if let Some(tp) = &l.trial_plan {
                 if !plan_index.contains_key(tp.get_ref()) {
-                    p.at(
-                        Some(tp.span()),
-                        "lifecycle.trial_plan",
-                        format!("unknown plan `{}`", tp.get_ref()),
-                    );
+                    p.at(Some(tp.span()), "lifecycle.trial_plan", format!("unknown plan `{}`", tp.get_ref()));
                 }
                 lifecycle.trial_plan = Some(tp.get_ref().clone());
             }
             let mut days = |name: &str, v: Option<i64>, slot: &mut i64| {
                 if let Some(v) = v {
                     if !(0..=3650).contains(&v) {
-                        p.at(
-                            None,
-                            format!("lifecycle.{name}"),
-                            "must be between 0 and 3650 days",
-                        );
+                        p.at(None, format!("lifecycle.{name}"), "must be between 0 and 3650 days");
                     }
                     *slot = v;
                 }
             };
             days("trial_days", l.trial_days, &mut lifecycle.trial_days);
-            days(
-                "hard_lock_after_days",
-                l.hard_lock_after_days,
-                &mut lifecycle.hard_lock_after_days,
-            );
-            days(
-                "archive_after_days",
-                l.archive_after_days,
-                &mut lifecycle.archive_after_days,
-            );
+            days("hard_lock_after_days", l.hard_lock_after_days, &mut lifecycle.hard_lock_after_days);
+            days("archive_after_days", l.archive_after_days, &mut lifecycle.archive_after_days);
             if let Some(w) = &l.trial_warning_days {
                 lifecycle.warning_days = w.clone();
             }
             if lifecycle.archive_after_days < lifecycle.hard_lock_after_days {
-                p.at(
-                    None,
-                    "lifecycle.archive_after_days",
-                    "archive must come after hard lock",
-                );
+                p.at(None, "lifecycle.archive_after_days", "archive must come after hard lock");
             }
         }
         lifecycle.warning_days.sort_unstable_by(|a, b| b.cmp(a));
@@ -813,11 +694,7 @@ impl Catalog {
                 }
             }
             if o.days <= 0 {
-                p.at(
-                    Some(offer.span()),
-                    format!("{path}.days"),
-                    "must be positive",
-                );
+                p.at(Some(offer.span()), format!("{path}.days"), "must be positive");
             }
             trial_offers.push(TrialOffer {
                 key: key.clone(),
@@ -959,18 +836,9 @@ interval = "year"
 
     #[test]
     fn stacking() {
-        assert_eq!(
-            Value::Number(3).stack(Value::Number(4).times(2)),
-            Value::Number(11)
-        );
+        assert_eq!(Value::Number(3).stack(Value::Number(4).times(2)), Value::Number(11));
         assert_eq!(Value::Number(3).stack(Value::Unlimited), Value::Unlimited);
-        assert_eq!(
-            Value::Bool(false).stack(Value::Bool(true)),
-            Value::Bool(true)
-        );
-        assert_eq!(
-            Value::Number(i64::MAX).stack(Value::Number(1)),
-            Value::Number(i64::MAX)
-        );
+        assert_eq!(Value::Bool(false).stack(Value::Bool(true)), Value::Bool(true));
+        assert_eq!(Value::Number(i64::MAX).stack(Value::Number(1)), Value::Number(i64::MAX));
     }
 }

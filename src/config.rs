@@ -8,11 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "entitlements",
-    version,
-    about = "gRPC entitlement decision service"
-)]
+#[command(name = "entitlements", version, about = "gRPC entitlement decision service")]
 pub struct Cli {
     /// Log format.
     #[arg(long, global = true, env = "ENTITLEMENTS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -39,11 +35,7 @@ pub enum Command {
     Serve(ServeArgs),
     /// Apply database migrations and exit.
     Migrate {
-        #[arg(
-            long,
-            env = "ENTITLEMENTS_DATABASE_URL",
-            default_value = "entitlements.db"
-        )]
+        #[arg(long, env = "ENTITLEMENTS_DATABASE_URL", default_value = "entitlements.db")]
         database_url: String,
     },
     /// Catalog tools.
@@ -58,11 +50,7 @@ pub enum Command {
         /// Ask with intent READ (default WRITE).
         #[arg(long)]
         read: bool,
-        #[arg(
-            long,
-            env = "ENTITLEMENTS_ADDR",
-            default_value = "http://127.0.0.1:50051"
-        )]
+        #[arg(long, env = "ENTITLEMENTS_ADDR", default_value = "http://127.0.0.1:50051")]
         addr: String,
     },
     /// Ask a running server to explain a tenant's entitlements.
@@ -73,11 +61,7 @@ pub enum Command {
         /// Evaluate at this RFC 3339 time instead of now.
         #[arg(long)]
         at: Option<String>,
-        #[arg(
-            long,
-            env = "ENTITLEMENTS_ADDR",
-            default_value = "http://127.0.0.1:50051"
-        )]
+        #[arg(long, env = "ENTITLEMENTS_ADDR", default_value = "http://127.0.0.1:50051")]
         addr: String,
     },
 }
@@ -91,24 +75,12 @@ pub enum CatalogCommand {
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// The catalog file (TOML).
-    #[arg(
-        long,
-        env = "ENTITLEMENTS_CATALOG",
-        default_value = "examples/catalog.toml"
-    )]
+    #[arg(long, env = "ENTITLEMENTS_CATALOG", default_value = "examples/catalog.toml")]
     pub catalog: PathBuf,
     /// sqlite://PATH (or a bare path; the default, created if missing) or postgres://…
-    #[arg(
-        long,
-        env = "ENTITLEMENTS_DATABASE_URL",
-        default_value = "entitlements.db"
-    )]
+    #[arg(long, env = "ENTITLEMENTS_DATABASE_URL", default_value = "entitlements.db")]
     pub database_url: String,
-    #[arg(
-        long,
-        env = "ENTITLEMENTS_GRPC_ADDR",
-        default_value = "127.0.0.1:50051"
-    )]
+    #[arg(long, env = "ENTITLEMENTS_GRPC_ADDR", default_value = "127.0.0.1:50051")]
     pub grpc_addr: SocketAddr,
     /// Health, readiness and (later) the Stripe webhook.
     #[arg(long, env = "ENTITLEMENTS_HTTP_ADDR", default_value = "127.0.0.1:8080")]
@@ -119,12 +91,20 @@ pub struct ServeArgs {
     /// Upper bound on how long a cached resolution is served (e.g. 30s, 5m).
     #[arg(long, env = "ENTITLEMENTS_MAX_TTL", default_value = "60s", value_parser = humantime::parse_duration)]
     pub max_ttl: Duration,
+    /// How long past expiry a cached resolution may still answer while the store is down.
+    #[arg(long, env = "ENTITLEMENTS_STALE_IF_ERROR", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub stale_if_error: Duration,
     /// Maximum number of cached tenants.
     #[arg(long, env = "ENTITLEMENTS_CACHE_CAPACITY", default_value_t = 100_000)]
     pub cache_capacity: u64,
     /// Stripe webhook endpoint secret (`whsec_…`); repeat (or comma-separate in the env var)
     /// to accept several during a rotation.
-    #[arg(long = "stripe-webhook-secret", env = "ENTITLEMENTS_STRIPE_WEBHOOK_SECRETS", value_delimiter = ',', hide_env_values = true)]
+    #[arg(
+        long = "stripe-webhook-secret",
+        env = "ENTITLEMENTS_STRIPE_WEBHOOK_SECRETS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     pub stripe_webhook_secrets: Vec<String>,
     /// Accept only live-mode events (default: only test-mode events).
     #[arg(long, env = "ENTITLEMENTS_STRIPE_LIVEMODE")]
@@ -147,6 +127,7 @@ impl ServeArgs {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin_token: None,
             max_ttl: Duration::from_secs(60),
+            stale_if_error: Duration::from_secs(300),
             cache_capacity: 100_000,
             stripe_webhook_secrets: Vec::new(),
             stripe_livemode: false,

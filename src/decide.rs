@@ -82,23 +82,13 @@ impl Decision {
 
 /// Decide one check. `used` is the tenant's current usage of a metered feature (ignored
 /// otherwise); `quantity` is what the request wants to consume or the size it asks about.
-pub fn decide(
-    r: &ResolvedTenant,
-    feature: &str,
-    quantity: i64,
-    intent: Intent,
-    used: i64,
-) -> Decision {
+pub fn decide(r: &ResolvedTenant, feature: &str, quantity: i64, intent: Intent, used: i64) -> Decision {
     let catalog = &*r.catalog;
     let Some(fi) = catalog.feature_idx(feature) else {
         let bypass = catalog.edition == Edition::Ce;
         return Decision {
             allowed: bypass,
-            reason: if bypass {
-                Reason::EditionBypass
-            } else {
-                Reason::UnknownFeature
-            },
+            reason: if bypass { Reason::EditionBypass } else { Reason::UnknownFeature },
             source: bypass.then_some(Source::Edition),
             feature: None,
             kind: None,
@@ -115,13 +105,7 @@ pub fn decide(
 }
 
 /// [`decide`] for a feature already looked up.
-pub fn decide_idx(
-    r: &ResolvedTenant,
-    fi: FeatureIdx,
-    quantity: i64,
-    intent: Intent,
-    used: i64,
-) -> Decision {
+pub fn decide_idx(r: &ResolvedTenant, fi: FeatureIdx, quantity: i64, intent: Intent, used: i64) -> Decision {
     let catalog = &*r.catalog;
     let def = &catalog.features[fi];
     let f = &r.features[fi];
@@ -135,11 +119,7 @@ pub fn decide_idx(
         quantity,
         value: Some(f.value),
         used: metered.then_some(used),
-        remaining: if metered {
-            usage::remaining(f.value, used)
-        } else {
-            None
-        },
+        remaining: if metered { usage::remaining(f.value, used) } else { None },
         upgrade: None,
         shadow_denial: None,
         period: f.period,
@@ -164,23 +144,14 @@ pub fn decide_idx(
             _ if def.addon_only => Some(Reason::AddOnRequired),
             _ => Some(Reason::NotInPlan),
         },
-        FeatureKind::Config => {
-            (!usage::fits(f.value, 0, quantity)).then_some(Reason::LimitExceeded)
-        }
+        FeatureKind::Config => (!usage::fits(f.value, 0, quantity)).then_some(Reason::LimitExceeded),
         FeatureKind::Gauge | FeatureKind::Counter(_) => {
             (!usage::fits(f.value, used, quantity)).then_some(Reason::LimitExceeded)
         }
     };
     let Some(reason) = denial else { return d };
     if !f.overridden {
-        d.upgrade = upgrade_hint(
-            catalog,
-            r.plan.idx,
-            fi,
-            f.value,
-            if metered { used } else { 0 },
-            quantity,
-        );
+        d.upgrade = upgrade_hint(catalog, r.plan.idx, fi, f.value, if metered { used } else { 0 }, quantity);
     }
     if def.enforcement == Enforcement::Shadow {
         d.shadow_denial = Some(reason);
@@ -211,20 +182,11 @@ fn upgrade_hint(
         Value::Bool(b) => b,
         v => usage::fits(v, used, quantity),
     };
-    if let Some(p) = c
-        .plans_by_rank()
-        .iter()
-        .skip(plan_idx + 1)
-        .find(|p| allows(p.values[fi]))
-    {
+    if let Some(p) = c.plans_by_rank().iter().skip(plan_idx + 1).find(|p| allows(p.values[fi])) {
         return Some(Upgrade::Plan(p.key.clone()));
     }
     c.addons
         .iter()
-        .find(|a| {
-            a.grants
-                .iter()
-                .any(|&(i, v)| i == fi && allows(current.stack(v)))
-        })
+        .find(|a| a.grants.iter().any(|&(i, v)| i == fi && allows(current.stack(v))))
         .map(|a| Upgrade::AddOn(a.key.clone()))
 }

@@ -6,9 +6,7 @@ use std::sync::Arc;
 use crate::catalog::{Catalog, FeatureIdx, Value};
 use crate::decide::{Decision, Intent, Reason, Upgrade, decide_idx};
 use crate::lifecycle::{Phase, days_left};
-use crate::resolve::{
-    Contribution, ContributionKind, PlanCandidate, ResolvedTenant, Trace, resolve_traced,
-};
+use crate::resolve::{Contribution, ContributionKind, PlanCandidate, ResolvedTenant, Trace, resolve_traced};
 use crate::tenant::{Change, SubscriptionStatus, TenantState, UnixTime};
 
 #[derive(Debug, Clone)]
@@ -77,21 +75,10 @@ pub fn explain(
             }
         })
         .collect();
-    Explanation {
-        offers: trial_offers(catalog, state, &resolved),
-        resolved,
-        candidates: trace.candidates,
-        features,
-    }
+    Explanation { offers: trial_offers(catalog, state, &resolved), resolved, candidates: trace.candidates, features }
 }
 
-fn summarize(
-    c: &Catalog,
-    r: &ResolvedTenant,
-    fi: FeatureIdx,
-    d: &Decision,
-    contributions: &[Contribution],
-) -> String {
+fn summarize(c: &Catalog, r: &ResolvedTenant, fi: FeatureIdx, d: &Decision, contributions: &[Contribution]) -> String {
     let key = &c.features[fi].key;
     let applied: Vec<String> = contributions
         .iter()
@@ -107,10 +94,7 @@ fn summarize(
         })
         .collect();
     let verdict = match (d.allowed, d.reason) {
-        (true, Reason::Shadow) => format!(
-            "allowed (shadow: would be {})",
-            d.shadow_denial.map_or("", Reason::as_str)
-        ),
+        (true, Reason::Shadow) => format!("allowed (shadow: would be {})", d.shadow_denial.map_or("", Reason::as_str)),
         (true, reason) => format!("allowed ({})", reason.as_str()),
         (false, reason) => format!("denied ({})", reason.as_str()),
     };
@@ -129,11 +113,7 @@ fn summarize(
     };
     format!(
         "{key}: {verdict}{usage} — {}{hint}{phase}",
-        if applied.is_empty() {
-            "nothing grants it".into()
-        } else {
-            applied.join(", ")
-        }
+        if applied.is_empty() { "nothing grants it".into() } else { applied.join(", ") }
     )
 }
 
@@ -142,18 +122,10 @@ pub fn trial_offers(c: &Catalog, state: &TenantState, r: &ResolvedTenant) -> Vec
     let paying: Vec<&str> = state
         .subscriptions
         .iter()
-        .filter(|s| {
-            matches!(
-                s.status,
-                SubscriptionStatus::Active | SubscriptionStatus::PastDue
-            )
-        })
+        .filter(|s| matches!(s.status, SubscriptionStatus::Active | SubscriptionStatus::PastDue))
         .filter_map(|s| s.plan.as_deref())
         .collect();
-    let trialing = state
-        .subscriptions
-        .iter()
-        .any(|s| s.status == SubscriptionStatus::Trialing);
+    let trialing = state.subscriptions.iter().any(|s| s.status == SubscriptionStatus::Trialing);
     let current = &c.plans_by_rank()[r.plan.idx];
     c.trial_offers
         .iter()
@@ -162,20 +134,11 @@ pub fn trial_offers(c: &Catalog, state: &TenantState, r: &ResolvedTenant) -> Vec
             let why_not = if trialing && o.not_while_trialing {
                 Some("not offered while a trial is running".to_string())
             } else if current.rank >= offered_rank {
-                Some(format!(
-                    "already on {} (rank {} ≥ {})",
-                    current.key, current.rank, offered_rank
-                ))
+                Some(format!("already on {} (rank {} ≥ {})", current.key, current.rank, offered_rank))
             } else if !o.requires_paid_plan.is_empty()
-                && !o
-                    .requires_paid_plan
-                    .iter()
-                    .any(|p| paying.contains(&p.as_str()))
+                && !o.requires_paid_plan.iter().any(|p| paying.contains(&p.as_str()))
             {
-                Some(format!(
-                    "requires a paid subscription to {}",
-                    o.requires_paid_plan.join(" or ")
-                ))
+                Some(format!("requires a paid subscription to {}", o.requires_paid_plan.join(" or ")))
             } else {
                 None
             };
@@ -194,10 +157,9 @@ pub fn trial_offers(c: &Catalog, state: &TenantState, r: &ResolvedTenant) -> Vec
 pub fn lifecycle_summary(r: &ResolvedTenant) -> String {
     let l = &r.lifecycle;
     match (l.phase, l.trial_end) {
-        (Phase::Trialing, Some(end)) => format!(
-            "trialing, {} day(s) left (ends {end})",
-            days_left(end, r.evaluated_at)
-        ),
+        (Phase::Trialing, Some(end)) => {
+            format!("trialing, {} day(s) left (ends {end})", days_left(end, r.evaluated_at))
+        }
         _ => l.summary(r.evaluated_at),
     }
 }

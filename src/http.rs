@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
 
-use crate::service::{ServiceError, Service, unix_now};
+use crate::service::{Service, ServiceError, unix_now};
 use crate::{stripe, telemetry};
 
 /// Webhook settings: endpoint secrets (several during a rotation), mode, body limit.
@@ -48,7 +48,11 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(s): State<AppState>) -> (StatusCode, &'static str) {
-    if s.service.ready().await { (StatusCode::OK, "ready\n") } else { (StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n") }
+    if s.service.ready().await {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n")
+    }
 }
 
 async fn metrics(State(s): State<AppState>) -> String {

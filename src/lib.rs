@@ -20,6 +20,7 @@
 //! - [`service`] — the decision service: cache + store + core, the one place both planes call.
 //! - [`grpc`] — tonic services, proto conversions, the error → status mapping (SPEC §4).
 //! - [`stripe`] — verifying and translating Stripe webhook events (SPEC §7).
+//! - [`invalidation`] — cross-replica cache invalidation over PostgreSQL LISTEN/NOTIFY (SPEC §5).
 //! - [`http`] — the HTTP listener: the Stripe webhook, health, readiness, metrics (SPEC §7, §8).
 //! - [`telemetry`] — Prometheus metric names and the recorder behind `/metrics` (SPEC §8).
 //! - [`config`] — CLI flags and `ENTITLEMENTS_*` environment variables (SPEC §8).
@@ -37,6 +38,7 @@ pub mod cache;
 pub mod config;
 pub mod grpc;
 pub mod http;
+pub mod invalidation;
 pub mod server;
 pub mod service;
 pub mod store;
@@ -49,6 +51,5 @@ pub mod pb {
     tonic::include_proto!("entitlements.v1");
 
     /// Encoded file descriptors, for gRPC server reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] =
-        tonic::include_file_descriptor_set!("entitlements_descriptor");
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("entitlements_descriptor");
 }

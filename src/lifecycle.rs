@@ -14,18 +14,12 @@ pub enum TrialExtension {
 /// The trial after an extension. Every threshold (warnings, locks, archive) derives from the end,
 /// so moving the end moves them all.
 pub fn extend_trial(current: Option<Trial>, ext: TrialExtension, now: UnixTime) -> Trial {
-    let base = current.unwrap_or(Trial {
-        start: now,
-        end: now,
-    });
+    let base = current.unwrap_or(Trial { start: now, end: now });
     let end = match ext {
         TrialExtension::Days(d) => base.end.saturating_add(d.saturating_mul(DAY)),
         TrialExtension::Until(t) => t,
     };
-    Trial {
-        start: base.start.min(end),
-        end,
-    }
+    Trial { start: base.start.min(end), end }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,11 +80,7 @@ pub struct LifecycleState {
 
 /// Whole days left until `end`, rounded up (a trial ending in 6.5 days has 7 days left).
 pub fn days_left(end: UnixTime, now: UnixTime) -> i64 {
-    if now >= end {
-        0
-    } else {
-        (end - now + DAY - 1) / DAY
-    }
+    if now >= end { 0 } else { (end - now + DAY - 1) / DAY }
 }
 
 /// The next instant after `now` at which [`days_left`] changes.
@@ -103,10 +93,7 @@ fn trial_notice(policy: &Policy, end: UnixTime, now: UnixTime) -> Option<Notice>
     let threshold = policy.warning_days.first().copied()?;
     (left <= threshold).then(|| Notice {
         kind: NoticeKind::TrialEnding,
-        message: format!(
-            "Your trial ends in {left} day{}.",
-            if left == 1 { "" } else { "s" }
-        ),
+        message: format!("Your trial ends in {left} day{}.", if left == 1 { "" } else { "s" }),
         at: end,
         dismissible: true,
         days_left: left,
@@ -159,12 +146,7 @@ fn archived_notice(at: UnixTime) -> Notice {
 }
 
 /// The product-led free trial timeline: trialing → soft lock → hard lock → archive.
-pub fn product_trial(
-    policy: &Policy,
-    start: UnixTime,
-    end: UnixTime,
-    now: UnixTime,
-) -> LifecycleState {
+pub fn product_trial(policy: &Policy, start: UnixTime, end: UnixTime, now: UnixTime) -> LifecycleState {
     let hard = end.saturating_add(policy.hard_lock_after_days * DAY);
     let archive = end.saturating_add(policy.archive_after_days * DAY);
     let mut s = LifecycleState {
@@ -198,9 +180,7 @@ pub fn product_trial(
         s.phase = Phase::HardLocked;
         s.notices.push(Notice {
             kind: NoticeKind::HardLocked,
-            message:
-                "Your trial has ended and this workspace is read-only. Choose a plan to continue."
-                    .into(),
+            message: "Your trial has ended and this workspace is read-only. Choose a plan to continue.".into(),
             at: hard,
             dismissible: false,
             days_left: 0,
@@ -241,9 +221,7 @@ impl LifecycleState {
                 Some(end) => format!("trialing, {} day(s) left", days_left(end, now)),
                 None => "trialing".into(),
             },
-            Phase::TrialExpired => {
-                "trial expired (soft lock): allowed, with a dismissible notice".into()
-            }
+            Phase::TrialExpired => "trial expired (soft lock): allowed, with a dismissible notice".into(),
             Phase::HardLocked => "hard locked: reads allowed, writes denied".into(),
             Phase::Archived => "archived: everything denied".into(),
         }
@@ -255,10 +233,7 @@ mod tests {
     use super::*;
 
     fn policy() -> Policy {
-        Policy {
-            trial_plan: Some("premium".into()),
-            ..Policy::default()
-        }
+        Policy { trial_plan: Some("premium".into()), ..Policy::default() }
     }
 
     #[test]

@@ -13,9 +13,7 @@ use tracing_subscriber::EnvFilter;
 
 fn init_logs(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -71,27 +69,11 @@ async fn run(command: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 Ok(ExitCode::FAILURE)
             }
         },
-        Command::Check {
-            tenant,
-            feature,
-            quantity,
-            read,
-            addr,
-        } => {
+        Command::Check { tenant, feature, quantity, read, addr } => {
             let mut client = EntitlementServiceClient::connect(addr).await?;
-            let intent = if read {
-                pb::Intent::Read
-            } else {
-                pb::Intent::Write
-            };
+            let intent = if read { pb::Intent::Read } else { pb::Intent::Write };
             let resp = client
-                .check(CheckRequest {
-                    tenant_id: tenant,
-                    feature,
-                    quantity,
-                    intent: intent as i32,
-                    min_revision: None,
-                })
+                .check(CheckRequest { tenant_id: tenant, feature, quantity, intent: intent as i32, min_revision: None })
                 .await?
                 .into_inner();
             let d = resp.decision.unwrap_or_default();
@@ -102,40 +84,17 @@ async fn run(command: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 d.reason().as_str_name(),
                 d.plan,
                 d.phase().as_str_name(),
-                d.upgrade
-                    .map(|u| format!(" upgrade={}:{}", u.kind().as_str_name(), u.key))
-                    .unwrap_or_default()
+                d.upgrade.map(|u| format!(" upgrade={}:{}", u.kind().as_str_name(), u.key)).unwrap_or_default()
             );
-            Ok(if d.allowed {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(2)
-            })
+            Ok(if d.allowed { ExitCode::SUCCESS } else { ExitCode::from(2) })
         }
-        Command::Explain {
-            tenant,
-            features,
-            at,
-            addr,
-        } => {
-            let at = at
-                .map(|s| humantime::parse_rfc3339(&s).map(prost_types::Timestamp::from))
-                .transpose()?;
+        Command::Explain { tenant, features, at, addr } => {
+            let at = at.map(|s| humantime::parse_rfc3339(&s).map(prost_types::Timestamp::from)).transpose()?;
             let mut client = EntitlementServiceClient::connect(addr).await?;
-            let e = client
-                .explain(ExplainRequest {
-                    tenant_id: tenant,
-                    features,
-                    at,
-                })
-                .await?
-                .into_inner();
+            let e = client.explain(ExplainRequest { tenant_id: tenant, features, at }).await?.into_inner();
             let plan = e.plan.unwrap_or_default();
             let lc = e.lifecycle.unwrap_or_default();
-            println!(
-                "tenant {} (known: {}, revision {}, edition {})",
-                e.tenant_id, e.known, e.revision, e.edition
-            );
+            println!("tenant {} (known: {}, revision {}, edition {})", e.tenant_id, e.known, e.revision, e.edition);
             println!("plan: {}", plan.summary);
             println!("lifecycle: {}", lc.summary);
             for n in &e.notices {
@@ -149,11 +108,7 @@ async fn run(command: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
                     "offer {}: {}{}",
                     o.key,
                     if o.open { "open" } else { "closed" },
-                    if o.reason.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" ({})", o.reason)
-                    }
+                    if o.reason.is_empty() { String::new() } else { format!(" ({})", o.reason) }
                 );
             }
             Ok(ExitCode::SUCCESS)
@@ -165,14 +120,13 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -172,9 +172,7 @@ pub fn resolve_traced(
             let note = match (idx, sub.status.entitles()) {
                 (None, _) => format!("plan `{plan}` is not in the catalog"),
                 (_, false) => format!("status `{}` does not entitle", sub.status.as_str()),
-                _ if sub.cancel_at_period_end => {
-                    "cancels at period end; entitles until then".into()
-                }
+                _ if sub.cancel_at_period_end => "cancels at period end; entitles until then".into(),
                 _ => String::new(),
             };
             t.candidates.push(PlanCandidate {
@@ -214,64 +212,34 @@ pub fn resolve_traced(
     }
 
     let policy = &catalog.lifecycle;
-    let any_past_due = state
-        .subscriptions
-        .iter()
-        .any(|s| s.status == SubscriptionStatus::PastDue);
+    let any_past_due = state.subscriptions.iter().any(|s| s.status == SubscriptionStatus::PastDue);
     let (plan, lifecycle, chosen_sub) = if state.archived {
-        let idx = best
-            .as_ref()
-            .map_or_else(|| plan_idx(&catalog.default_plan).unwrap_or(0), |b| b.0);
+        let idx = best.as_ref().map_or_else(|| plan_idx(&catalog.default_plan).unwrap_or(0), |b| b.0);
         let source = best.as_ref().map_or(PlanSource::Default, |b| b.1);
-        let origin = best
-            .as_ref()
-            .map_or_else(|| "archived".to_string(), |b| b.2.clone());
-        (
-            PlanChoice {
-                idx,
-                source,
-                origin,
-            },
-            lifecycle::archived_by_flag(),
-            None,
-        )
+        let origin = best.as_ref().map_or_else(|| "archived".to_string(), |b| b.2.clone());
+        (PlanChoice { idx, source, origin }, lifecycle::archived_by_flag(), None)
     } else if let Some((idx, source, origin, sub)) = best {
         let lc = if any_past_due {
             lifecycle::past_due()
-        } else if let Some(s) = sub
-            .map(|i| &state.subscriptions[i])
-            .filter(|s| s.status == SubscriptionStatus::Trialing)
+        } else if let Some(s) =
+            sub.map(|i| &state.subscriptions[i]).filter(|s| s.status == SubscriptionStatus::Trialing)
         {
             lifecycle::stripe_trial(policy, s.trial_end, now)
         } else {
             LifecycleState::active()
         };
-        (
-            PlanChoice {
-                idx,
-                source,
-                origin,
-            },
-            lc,
-            sub,
-        )
+        (PlanChoice { idx, source, origin }, lc, sub)
     } else {
         let default_idx = plan_idx(&catalog.default_plan).unwrap_or(0);
-        let default_source = if state.known {
-            PlanSource::Default
-        } else {
-            PlanSource::UnknownTenant
-        };
+        let default_source = if state.known { PlanSource::Default } else { PlanSource::UnknownTenant };
         match state.trial {
             Some(trial) => {
                 let lc = lifecycle::product_trial(policy, trial.start, trial.end, now);
                 let trial_idx = policy.trial_plan.as_deref().and_then(plan_idx);
                 let choice = match trial_idx {
-                    Some(idx) if lc.trial_grants_plan() => PlanChoice {
-                        idx,
-                        source: PlanSource::ProductTrial,
-                        origin: "product-led free trial".into(),
-                    },
+                    Some(idx) if lc.trial_grants_plan() => {
+                        PlanChoice { idx, source: PlanSource::ProductTrial, origin: "product-led free trial".into() }
+                    }
                     _ => PlanChoice {
                         idx: default_idx,
                         source: default_source,
@@ -281,17 +249,9 @@ pub fn resolve_traced(
                 (choice, lc, None)
             }
             None => {
-                let origin = if state.known {
-                    "no entitling subscription or assignment"
-                } else {
-                    "unknown tenant"
-                };
+                let origin = if state.known { "no entitling subscription or assignment" } else { "unknown tenant" };
                 (
-                    PlanChoice {
-                        idx: default_idx,
-                        source: default_source,
-                        origin: origin.into(),
-                    },
+                    PlanChoice { idx: default_idx, source: default_source, origin: origin.into() },
                     LifecycleState::active(),
                     None,
                 )
@@ -318,11 +278,8 @@ pub fn resolve_traced(
         .enumerate()
         .map(|(fi, f)| {
             let mut value = plan_def.values[fi];
-            let mut kind = if plan_source == Source::DefaultPlan {
-                ContributionKind::DefaultPlan
-            } else {
-                ContributionKind::Plan
-            };
+            let mut kind =
+                if plan_source == Source::DefaultPlan { ContributionKind::DefaultPlan } else { ContributionKind::Plan };
             let mut origin = plan.origin.clone();
             if plan_def.seats_feature == Some(fi)
                 && let Some((sub, seats)) = chosen_sub.and_then(|s| Some((s, s.seats?)))
@@ -350,12 +307,7 @@ pub fn resolve_traced(
                 FeatureKind::Counter(p) => Some(period_at(p, now, billing)),
                 _ => None,
             };
-            ResolvedFeature {
-                value,
-                source: plan_source,
-                overridden: false,
-                period,
-            }
+            ResolvedFeature { value, source: plan_source, overridden: false, period }
         })
         .collect();
     let base_truthy: Vec<bool> = features.iter().map(|f| f.value.is_truthy()).collect();

@@ -17,24 +17,18 @@ use crate::pb::admin_service_server::AdminServiceServer;
 use crate::pb::entitlement_service_server::EntitlementServiceServer;
 use crate::service::Service;
 use crate::store::StoreError;
-use crate::store::sql::SqlStore;
+use crate::store::sql::{Backend, SqlStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("cannot read catalog {path}: {source}")]
-    CatalogRead {
-        path: String,
-        source: std::io::Error,
-    },
+    CatalogRead { path: String, source: std::io::Error },
     #[error("{path}: {source}")]
     Catalog { path: String, source: CatalogError },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { addr: SocketAddr, source: std::io::Error },
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC server: {0}")]
@@ -45,16 +39,10 @@ pub enum ServerError {
 
 /// Read and validate a catalog file; `${VAR}` references come from the process environment.
 pub fn load_catalog(path: &Path) -> Result<Catalog, ServerError> {
-    let src = std::fs::read_to_string(path).map_err(|source| ServerError::CatalogRead {
-        path: path.display().to_string(),
-        source,
-    })?;
-    Catalog::from_toml(&src, &|name| std::env::var(name).ok()).map_err(|source| {
-        ServerError::Catalog {
-            path: path.display().to_string(),
-            source,
-        }
-    })
+    let src = std::fs::read_to_string(path)
+        .map_err(|source| ServerError::CatalogRead { path: path.display().to_string(), source })?;
+    Catalog::from_toml(&src, &|name| std::env::var(name).ok())
+        .map_err(|source| ServerError::Catalog { path: path.display().to_string(), source })
 }
 
 /// A started server: its bound addresses, the service, and a way to stop it.
@@ -65,6 +53,7 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
     grpc: JoinHandle<Result<(), tonic::transport::Error>>,
     http: JoinHandle<Result<(), std::io::Error>>,
+    listener: Option<JoinHandle<()>>,
 }
 
 impl Running {
@@ -75,14 +64,12 @@ impl Running {
     }
 
     pub async fn wait(self) -> Result<(), ServerError> {
-        let grpc = self
-            .grpc
-            .await
-            .map_err(|e| ServerError::Http(std::io::Error::other(e)))?;
-        let http = self
-            .http
-            .await
-            .map_err(|e| ServerError::Http(std::io::Error::other(e)))?;
+        let grpc = self.grpc.await.map_err(|e| ServerError::Http(std::io::Error::other(e)))?;
+        let http = self.http.await.map_err(|e| ServerError::Http(std::io::Error::other(e)))?;
+        if let Some(listener) = self.listener {
+            // It stops on the same shutdown signal.
+            let _ = listener.await;
+        }
         grpc?;
         http.map_err(ServerError::Http)
     }
@@ -104,39 +91,21 @@ pub async fn start(args: &ServeArgs) -> Result<Running, ServerError> {
     crate::telemetry::install();
     let store = SqlStore::connect(&args.database_url).await?;
     store.migrate().await?;
+    let backend = store.backend();
     let service = Arc::new(Service::new(
         Arc::new(catalog),
         Arc::new(store),
         args.cache_capacity,
         args.max_ttl,
+        args.stale_if_error,
     ));
 
     let grpc_listener =
-        TcpListener::bind(args.grpc_addr)
-            .await
-            .map_err(|source| ServerError::Bind {
-                addr: args.grpc_addr,
-                source,
-            })?;
+        TcpListener::bind(args.grpc_addr).await.map_err(|source| ServerError::Bind { addr: args.grpc_addr, source })?;
     let http_listener =
-        TcpListener::bind(args.http_addr)
-            .await
-            .map_err(|source| ServerError::Bind {
-                addr: args.http_addr,
-                source,
-            })?;
-    let grpc_addr = grpc_listener
-        .local_addr()
-        .map_err(|source| ServerError::Bind {
-            addr: args.grpc_addr,
-            source,
-        })?;
-    let http_addr = http_listener
-        .local_addr()
-        .map_err(|source| ServerError::Bind {
-            addr: args.http_addr,
-            source,
-        })?;
+        TcpListener::bind(args.http_addr).await.map_err(|source| ServerError::Bind { addr: args.http_addr, source })?;
+    let grpc_addr = grpc_listener.local_addr().map_err(|source| ServerError::Bind { addr: args.grpc_addr, source })?;
+    let http_addr = http_listener.local_addr().map_err(|source| ServerError::Bind { addr: args.http_addr, source })?;
 
     let (health, health_service) = tonic_health::server::health_reporter();
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -150,19 +119,21 @@ pub async fn start(args: &ServeArgs) -> Result<Running, ServerError> {
     let auth = AdminAuth::new(args.admin_token.as_deref());
     let (shutdown, rx) = watch::channel(false);
 
+    // Several replicas share PostgreSQL: listen for each other's changes.
+    let listener = (backend == Backend::Postgres).then(|| {
+        crate::invalidation::spawn(
+            args.database_url.clone(),
+            crate::invalidation::listener_name(grpc_addr.port()),
+            Arc::clone(&service),
+            rx.clone(),
+        )
+    });
     let data = EntitlementServiceServer::new(DataApi::new(Arc::clone(&service)));
-    let admin =
-        AdminServiceServer::with_interceptor(AdminApi::new(Arc::clone(&service)), move |r| {
-            auth.check(r)
-        });
+    let admin = AdminServiceServer::with_interceptor(AdminApi::new(Arc::clone(&service)), move |r| auth.check(r));
     // Ready only once the catalog is loaded and the store answers.
     if service.ready().await {
-        health
-            .set_serving::<EntitlementServiceServer<DataApi>>()
-            .await;
-        health
-            .set_service_status("", tonic_health::ServingStatus::Serving)
-            .await;
+        health.set_serving::<EntitlementServiceServer<DataApi>>().await;
+        health.set_service_status("", tonic_health::ServingStatus::Serving).await;
     }
     let grpc = tokio::spawn(
         Server::builder()
@@ -172,10 +143,7 @@ pub async fn start(args: &ServeArgs) -> Result<Running, ServerError> {
             .add_service(reflection_v1alpha)
             .add_service(data)
             .add_service(admin)
-            .serve_with_incoming_shutdown(
-                TcpListenerStream::new(grpc_listener),
-                signalled(rx.clone()),
-            ),
+            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), signalled(rx.clone())),
     );
     let webhook = crate::http::WebhookConfig {
         secrets: args.stripe_webhook_secrets.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
@@ -183,20 +151,9 @@ pub async fn start(args: &ServeArgs) -> Result<Running, ServerError> {
         body_limit: args.webhook_body_limit,
     };
     let app = crate::http::router(Arc::clone(&service), webhook);
-    let http = tokio::spawn(async move {
-        axum::serve(http_listener, app)
-            .with_graceful_shutdown(signalled(rx))
-            .await
-    });
+    let http = tokio::spawn(async move { axum::serve(http_listener, app).with_graceful_shutdown(signalled(rx)).await });
     tracing::info!(%grpc_addr, %http_addr, edition = %service.catalog().edition, "serving");
-    Ok(Running {
-        grpc_addr,
-        http_addr,
-        service,
-        shutdown,
-        grpc,
-        http,
-    })
+    Ok(Running { grpc_addr, http_addr, service, shutdown, grpc, http, listener })
 }
 
 async fn signalled(mut rx: watch::Receiver<bool>) {

@@ -12,7 +12,8 @@ use crate::decide::{Decision, Intent, Reason, decide, decide_idx};
 use crate::explain::{Explanation, explain};
 use crate::resolve::{self, ResolvedTenant};
 use crate::store::{
-    Actor, AuditRecord, Committed, Mutation, Replay, Store, StoreError, StoredEvent, StripeOutcome, StripeStatus, UsageMode, UsageReport,
+    Actor, AuditRecord, Committed, Mutation, Replay, Store, StoreError, StoredEvent, StripeOutcome, StripeStatus,
+    UsageMode, UsageReport,
 };
 use crate::stripe::{self, Envelope};
 use crate::telemetry;
@@ -23,10 +24,7 @@ use crate::usage;
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
     #[error("{field}: {message}")]
-    InvalidArgument {
-        field: &'static str,
-        message: String,
-    },
+    InvalidArgument { field: &'static str, message: String },
     /// The store cannot answer and nothing cached or configured can stand in.
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -44,10 +42,7 @@ impl From<StoreError> for ServiceError {
 }
 
 pub fn invalid(field: &'static str, message: impl Into<String>) -> ServiceError {
-    ServiceError::InvalidArgument {
-        field,
-        message: message.into(),
-    }
+    ServiceError::InvalidArgument { field, message: message.into() }
 }
 
 /// Counters the tests and `/metrics` read.
@@ -57,14 +52,13 @@ pub struct Stats {
     pub cache_hits: AtomicU64,
     pub cache_misses: AtomicU64,
     pub fallback_answers: AtomicU64,
+    pub stale_answers: AtomicU64,
     pub store_errors: AtomicU64,
 }
 
 /// Wall-clock unix seconds: the only clock read of the decision path.
 pub fn unix_now() -> UnixTime {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 pub struct Service {
@@ -111,10 +105,7 @@ fn check_quantity(q: Option<i64>) -> Result<i64, ServiceError> {
     match q {
         None => Ok(1),
         Some(q) if q >= 0 => Ok(q),
-        Some(q) => Err(invalid(
-            "quantity",
-            format!("must not be negative (got {q})"),
-        )),
+        Some(q) => Err(invalid("quantity", format!("must not be negative (got {q})"))),
     }
 }
 
@@ -124,11 +115,12 @@ impl Service {
         store: Arc<dyn Store>,
         cache_capacity: u64,
         max_ttl: Duration,
+        stale_bound: Duration,
     ) -> Service {
         Service {
             catalog,
             store,
-            cache: TenantCache::new(cache_capacity, max_ttl),
+            cache: TenantCache::new(cache_capacity, max_ttl, stale_bound),
             stats: Stats::default(),
         }
     }
@@ -147,11 +139,7 @@ impl Service {
 
     /// The tenant's resolution, from cache or store. With the store down and nothing cached,
     /// the catalog's fallback values answer when the catalog defines any.
-    pub async fn resolved(
-        &self,
-        tenant: &str,
-        min_revision: Option<u64>,
-    ) -> Result<Arc<Cached>, ServiceError> {
+    pub async fn resolved(&self, tenant: &str, min_revision: Option<u64>) -> Result<Arc<Cached>, ServiceError> {
         check_tenant(tenant)?;
         let min = min_revision.unwrap_or(0);
         let result = self
@@ -166,11 +154,7 @@ impl Service {
             .await;
         match result {
             Ok((c, lookup)) => {
-                let counter = if lookup == Lookup::Hit {
-                    &self.stats.cache_hits
-                } else {
-                    &self.stats.cache_misses
-                };
+                let counter = if lookup == Lookup::Hit { &self.stats.cache_hits } else { &self.stats.cache_misses };
                 counter.fetch_add(1, Ordering::Relaxed);
                 Ok(c)
             }
@@ -204,13 +188,8 @@ impl Service {
                 return Ok(u.used);
             }
         }
-        let used = self
-            .store
-            .usage(&r.tenant_id, &self.catalog.features[fi].key, period_start)
-            .await?;
-        self.cache
-            .put_usage(&key, fi, CachedUsage { period_start, used })
-            .await;
+        let used = self.store.usage(&r.tenant_id, &self.catalog.features[fi].key, period_start).await?;
+        self.cache.put_usage(&key, fi, CachedUsage { period_start, used }).await;
         Ok(used)
     }
 
@@ -239,15 +218,9 @@ impl Service {
         min_revision: Option<u64>,
     ) -> Result<(Arc<Cached>, Vec<Decision>), ServiceError> {
         if items.len() > MAX_BATCH {
-            return Err(invalid(
-                "items",
-                format!("at most {MAX_BATCH} items per batch"),
-            ));
+            return Err(invalid("items", format!("at most {MAX_BATCH} items per batch")));
         }
-        let quantities = items
-            .iter()
-            .map(|i| check_quantity(i.quantity))
-            .collect::<Result<Vec<_>, _>>()?;
+        let quantities = items.iter().map(|i| check_quantity(i.quantity)).collect::<Result<Vec<_>, _>>()?;
         let c = self.resolved(tenant, min_revision).await?;
         let mut out = Vec::with_capacity(items.len());
         for (item, q) in items.iter().zip(quantities) {
@@ -260,11 +233,7 @@ impl Service {
         Ok((c, out))
     }
 
-    fn feature_list(
-        &self,
-        features: &[String],
-        metered_only: bool,
-    ) -> Result<Vec<FeatureIdx>, ServiceError> {
+    fn feature_list(&self, features: &[String], metered_only: bool) -> Result<Vec<FeatureIdx>, ServiceError> {
         if features.is_empty() {
             return Ok((0..self.catalog.features.len())
                 .filter(|&i| !metered_only || self.catalog.features[i].kind.is_metered())
@@ -273,15 +242,10 @@ impl Service {
         features
             .iter()
             .map(|f| {
-                let fi = self
-                    .catalog
-                    .feature_idx(f)
-                    .ok_or_else(|| invalid("features", format!("unknown feature `{f}`")))?;
+                let fi =
+                    self.catalog.feature_idx(f).ok_or_else(|| invalid("features", format!("unknown feature `{f}`")))?;
                 if metered_only && !self.catalog.features[fi].kind.is_metered() {
-                    return Err(invalid(
-                        "features",
-                        format!("`{f}` is not a metered (gauge or counter) feature"),
-                    ));
+                    return Err(invalid("features", format!("`{f}` is not a metered (gauge or counter) feature")));
                 }
                 Ok(fi)
             })
@@ -320,12 +284,7 @@ impl Service {
         for fi in wanted {
             let used = self.used(&c.tenant, fi).await?;
             let f = &c.tenant.features[fi];
-            out.push(UsageLine {
-                feature: fi,
-                used,
-                limit: f.value,
-                period: f.period,
-            });
+            out.push(UsageLine { feature: fi, used, limit: f.value, period: f.period });
         }
         Ok((c, out))
     }
@@ -349,17 +308,11 @@ impl Service {
             (FeatureKind::Boolean | FeatureKind::Config, _) => {
                 return Err(invalid(
                     "feature",
-                    format!(
-                        "`{feature}` is a {} feature; only gauges and counters take usage",
-                        kind.name()
-                    ),
+                    format!("`{feature}` is a {} feature; only gauges and counters take usage", kind.name()),
                 ));
             }
             (FeatureKind::Counter(_), UsageMode::Set) => {
-                return Err(invalid(
-                    "mode",
-                    format!("`{feature}` is a counter: report DELTA, not SET"),
-                ));
+                return Err(invalid("mode", format!("`{feature}` is a counter: report DELTA, not SET")));
             }
             _ => {}
         }
@@ -367,10 +320,7 @@ impl Service {
             return Err(invalid("value", "must not be negative"));
         }
         if idempotency_key.len() > MAX_KEY_LEN {
-            return Err(invalid(
-                "idempotency_key",
-                format!("at most {MAX_KEY_LEN} bytes"),
-            ));
+            return Err(invalid("idempotency_key", format!("at most {MAX_KEY_LEN} bytes")));
         }
         if mode == UsageMode::Delta && idempotency_key.is_empty() {
             return Err(invalid("idempotency_key", "required for DELTA reports"));
@@ -378,9 +328,7 @@ impl Service {
         let c = self.resolved(tenant, None).await?;
         let r = &c.tenant;
         if r.fallback {
-            return Err(ServiceError::Unavailable(
-                "store unreachable: usage cannot be recorded now".into(),
-            ));
+            return Err(ServiceError::Unavailable("store unreachable: usage cannot be recorded now".into()));
         }
         let f = &r.features[fi];
         let period = f.period;
@@ -412,25 +360,18 @@ impl Service {
             limit,
             at: unix_now(),
         };
-        let outcome = self
-            .store
-            .record_usage(&report)
-            .await
-            .map_err(|e| match e {
-                StoreError::Overflow => invalid("value", "would overflow the usage counter"),
-                e => e.into(),
-            })?;
+        let outcome = self.store.record_usage(&report).await.map_err(|e| match e {
+            StoreError::Overflow => invalid("value", "would overflow the usage counter"),
+            e => e.into(),
+        })?;
         let key: Arc<str> = Arc::from(tenant);
-        self.cache
-            .put_usage(
-                &key,
-                fi,
-                CachedUsage {
-                    period_start,
-                    used: outcome.used,
-                },
-            )
-            .await;
+        if outcome.duplicate {
+            // A replay answers with the original result, which may be older than the counter:
+            // let the next read fetch the current value instead of caching the old one.
+            self.cache.forget_usage(&key, fi).await;
+        } else {
+            self.cache.put_usage(&key, fi, CachedUsage { period_start, used: outcome.used }).await;
+        }
         Ok(RecordUsageResult {
             applied: outcome.applied,
             duplicate: outcome.duplicate,
@@ -451,22 +392,13 @@ impl Service {
     ) -> Result<Committed, ServiceError> {
         check_tenant(tenant)?;
         if actor.trim().is_empty() {
-            return Err(invalid(
-                "actor",
-                "is required: every manual change names who made it",
-            ));
+            return Err(invalid("actor", "is required: every manual change names who made it"));
         }
         if rationale.trim().is_empty() {
-            return Err(invalid(
-                "rationale",
-                "is required: every manual change says why",
-            ));
+            return Err(invalid("rationale", "is required: every manual change says why"));
         }
         if actor.len() > 256 || rationale.len() > 4096 {
-            return Err(invalid(
-                "rationale",
-                "actor (256) or rationale (4096 bytes) too long",
-            ));
+            return Err(invalid("rationale", "actor (256) or rationale (4096 bytes) too long"));
         }
         self.validate(&m)?;
         let by = Actor {
@@ -493,18 +425,11 @@ impl Service {
             _ => Ok(()),
         };
         match m {
-            Mutation::PutTenant {
-                stripe_customer_id,
-                trial,
-                ..
-            } => {
+            Mutation::PutTenant { stripe_customer_id, trial, .. } => {
                 if let Some(c) = stripe_customer_id
                     && (c.len() > 255 || c.chars().any(char::is_whitespace))
                 {
-                    return Err(invalid(
-                        "stripe_customer_id",
-                        "at most 255 characters, no whitespace",
-                    ));
+                    return Err(invalid("stripe_customer_id", "at most 255 characters, no whitespace"));
                 }
                 if let Some(t) = trial
                     && t.end < t.start
@@ -514,15 +439,11 @@ impl Service {
                 Ok(())
             }
             Mutation::AssignPlan { plan, expires_at } => {
-                self.catalog
-                    .plan(plan)
-                    .ok_or_else(|| invalid("plan", format!("unknown plan `{plan}`")))?;
+                self.catalog.plan(plan).ok_or_else(|| invalid("plan", format!("unknown plan `{plan}`")))?;
                 future("expires_at", *expires_at)
             }
             Mutation::UnassignPlan { plan } => match plan {
-                Some(p) if self.catalog.plan(p).is_none() => {
-                    Err(invalid("plan", format!("unknown plan `{p}`")))
-                }
+                Some(p) if self.catalog.plan(p).is_none() => Err(invalid("plan", format!("unknown plan `{p}`"))),
                 _ => Ok(()),
             },
             Mutation::ExtendTrial { extension } => match extension {
@@ -532,30 +453,18 @@ impl Service {
                 crate::store::TrialExtension::Until(t) => future("trial_end", Some(*t)),
                 _ => Ok(()),
             },
-            Mutation::GrantAddOn {
-                addon,
-                quantity,
-                expires_at,
-            } => {
-                self.catalog
-                    .addon(addon)
-                    .ok_or_else(|| invalid("addon", format!("unknown add-on `{addon}`")))?;
+            Mutation::GrantAddOn { addon, quantity, expires_at } => {
+                self.catalog.addon(addon).ok_or_else(|| invalid("addon", format!("unknown add-on `{addon}`")))?;
                 if !(1..=1_000_000).contains(quantity) {
                     return Err(invalid("quantity", "must be between 1 and 1000000"));
                 }
                 future("expires_at", *expires_at)
             }
             Mutation::RevokeAddOn { addon } => {
-                self.catalog
-                    .addon(addon)
-                    .ok_or_else(|| invalid("addon", format!("unknown add-on `{addon}`")))?;
+                self.catalog.addon(addon).ok_or_else(|| invalid("addon", format!("unknown add-on `{addon}`")))?;
                 Ok(())
             }
-            Mutation::SetOverride {
-                feature,
-                value,
-                expires_at,
-            } => {
+            Mutation::SetOverride { feature, value, expires_at } => {
                 let f = self
                     .catalog
                     .feature(feature)
@@ -563,10 +472,7 @@ impl Service {
                 if !value.fits(f.kind) {
                     return Err(invalid(
                         "value",
-                        format!(
-                            "`{value}` does not fit the {} feature `{feature}`",
-                            f.kind.name()
-                        ),
+                        format!("`{value}` does not fit the {} feature `{feature}`", f.kind.name()),
                     ));
                 }
                 future("expires_at", *expires_at)
@@ -587,7 +493,12 @@ impl Service {
     }
 
     /// Translate and apply a verified Stripe event; invalidate what it changed.
-    pub async fn apply_stripe(&self, env: &Envelope, event: Result<stripe_webhook::Event, String>, replay: Option<&Replay>) -> Result<StripeOutcome, ServiceError> {
+    pub async fn apply_stripe(
+        &self,
+        env: &Envelope,
+        event: Result<stripe_webhook::Event, String>,
+        replay: Option<&Replay>,
+    ) -> Result<StripeOutcome, ServiceError> {
         let translation = event.map(|e| stripe::translate(&self.catalog, env, &e));
         match &translation {
             Ok(t) => {
@@ -623,16 +534,25 @@ impl Service {
     }
 
     /// Re-apply a stored event (failed or still pending), e.g. after a catalog fix. Audited.
-    pub async fn replay_stripe_event(&self, id: &str, actor: &str, rationale: &str) -> Result<(StripeOutcome, StoredEvent), ServiceError> {
+    pub async fn replay_stripe_event(
+        &self,
+        id: &str,
+        actor: &str,
+        rationale: &str,
+    ) -> Result<(StripeOutcome, StoredEvent), ServiceError> {
         if actor.trim().is_empty() {
             return Err(invalid("actor", "is required: every manual change names who made it"));
         }
         if rationale.trim().is_empty() {
             return Err(invalid("rationale", "is required: every manual change says why"));
         }
-        let ev = self.store.stripe_event(id).await?.ok_or_else(|| invalid("event_id", format!("no stored event `{id}`")))?;
+        let ev =
+            self.store.stripe_event(id).await?.ok_or_else(|| invalid("event_id", format!("no stored event `{id}`")))?;
         if !matches!(ev.status, StripeStatus::Failed | StripeStatus::PendingTenant) {
-            return Err(invalid("event_id", format!("event `{id}` is {}; only failed or pending events are replayed", ev.status.as_str())));
+            return Err(invalid(
+                "event_id",
+                format!("event `{id}` is {}; only failed or pending events are replayed", ev.status.as_str()),
+            ));
         }
         let env = stripe::envelope(&ev.payload).map_err(ServiceError::Internal)?;
         let replay = Replay { actor: actor.to_string(), rationale: rationale.to_string() };
@@ -641,7 +561,12 @@ impl Service {
         Ok((outcome, stored))
     }
 
-    pub async fn stripe_events(&self, tenant: Option<&str>, status: Option<&str>, limit: u32) -> Result<Vec<StoredEvent>, ServiceError> {
+    pub async fn stripe_events(
+        &self,
+        tenant: Option<&str>,
+        status: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, ServiceError> {
         if let Some(t) = tenant {
             check_tenant(t)?;
         }
@@ -664,10 +589,7 @@ impl Service {
         before_id: Option<i64>,
     ) -> Result<Vec<AuditRecord>, ServiceError> {
         check_tenant(tenant)?;
-        Ok(self
-            .store
-            .audit(tenant, page_size.clamp(1, 500), before_id)
-            .await?)
+        Ok(self.store.audit(tenant, page_size.clamp(1, 500), before_id).await?)
     }
 
     pub async fn ready(&self) -> bool {

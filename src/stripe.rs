@@ -57,11 +57,23 @@ pub struct Verified {
 /// Parse the envelope of a stored or delivered body.
 pub fn envelope(payload: &str) -> Result<Envelope, String> {
     let raw: RawEnvelope = serde_json::from_str(payload).map_err(|e| e.to_string())?;
-    Ok(Envelope { id: raw.id, event_type: raw.event_type, created: raw.created, livemode: raw.livemode, payload: payload.to_string() })
+    Ok(Envelope {
+        id: raw.id,
+        event_type: raw.event_type,
+        created: raw.created,
+        livemode: raw.livemode,
+        payload: payload.to_string(),
+    })
 }
 
 /// Verify `Stripe-Signature` against every configured secret (rotation), then parse.
-pub fn verify(payload: &str, header: Option<&str>, secrets: &[String], now: UnixTime, livemode: bool) -> Result<Verified, Rejection> {
+pub fn verify(
+    payload: &str,
+    header: Option<&str>,
+    secrets: &[String],
+    now: UnixTime,
+    livemode: bool,
+) -> Result<Verified, Rejection> {
     let header = header.filter(|h| !h.trim().is_empty()).ok_or(Rejection::MissingSignature)?;
     let mut verdict = Err(Rejection::BadSignature);
     for secret in secrets {
@@ -108,11 +120,24 @@ pub struct SubscriptionFacts {
 pub enum Change {
     Subscription(SubscriptionFacts),
     /// `checkout.session.completed` in subscription mode.
-    Checkout { session_id: String, tenant_hint: Option<String>, customer_id: Option<String>, subscription_id: String, addon: Option<String> },
+    Checkout {
+        session_id: String,
+        tenant_hint: Option<String>,
+        customer_id: Option<String>,
+        subscription_id: String,
+        addon: Option<String>,
+    },
     /// `invoice.paid` / `invoice.payment_failed`.
-    Invoice { customer_id: Option<String>, subscription_id: Option<String>, paid: bool },
+    Invoice {
+        customer_id: Option<String>,
+        subscription_id: Option<String>,
+        paid: bool,
+    },
     /// The customer's active Stripe Entitlements, by lookup key.
-    EntitlementSummary { customer_id: String, lookup_keys: Vec<String> },
+    EntitlementSummary {
+        customer_id: String,
+        lookup_keys: Vec<String>,
+    },
     /// An event type this service does not act on.
     Ignored,
 }
@@ -192,7 +217,10 @@ pub fn subscription_facts(
             PriceTarget::AddOn { addon } => addons.push(AddOnGrant {
                 addon: addon.clone(),
                 quantity,
-                origin: GrantOrigin::Stripe { subscription_id: sub.id.as_str().to_string(), item_id: item.id.as_str().to_string() },
+                origin: GrantOrigin::Stripe {
+                    subscription_id: sub.id.as_str().to_string(),
+                    item_id: item.id.as_str().to_string(),
+                },
                 actor: "stripe".into(),
                 rationale: format!("{event_type} {event_id}"),
                 granted_at: created,
@@ -274,7 +302,8 @@ pub fn translate(catalog: &Catalog, env: &Envelope, event: &Event) -> Translatio
             let mut lookup_keys = Vec::new();
             for e in &s.entitlements.data {
                 let key = e.lookup_key.clone();
-                let known = catalog.addon(&key).is_some() || catalog.feature(&key).is_some_and(|f| f.kind == FeatureKind::Boolean);
+                let known = catalog.addon(&key).is_some()
+                    || catalog.feature(&key).is_some_and(|f| f.kind == FeatureKind::Boolean);
                 if known {
                     lookup_keys.push(key);
                 } else {

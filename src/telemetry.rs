@@ -15,6 +15,9 @@ pub const LOADS: &str = "entitlements_store_loads_total";
 pub const STORE_ERRORS: &str = "entitlements_store_errors_total";
 pub const FALLBACK_ANSWERS: &str = "entitlements_fallback_answers_total";
 pub const INVALIDATIONS: &str = "entitlements_invalidations_total";
+pub const INVALIDATIONS_RECEIVED: &str = "entitlements_invalidations_received_total";
+pub const LISTENER_RECONNECTS: &str = "entitlements_invalidation_listener_flushes_total";
+pub const STALE_ANSWERS: &str = "entitlements_stale_answers_total";
 pub const WEBHOOK_EVENTS: &str = "entitlements_webhook_events_total";
 pub const WEBHOOK_MAPPING_ERRORS: &str = "entitlements_webhook_mapping_errors_total";
 pub const WEBHOOK_REJECTED: &str = "entitlements_webhook_rejected_total";
@@ -25,7 +28,8 @@ static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 pub fn install() -> Option<&'static PrometheusHandle> {
     HANDLE
         .get_or_init(|| {
-            let buckets = [0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.005, 0.025, 0.1];
+            let buckets =
+                [0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.005, 0.025, 0.1];
             PrometheusBuilder::new()
                 .set_buckets_for_metric(metrics_exporter_prometheus::Matcher::Full(DECISION_SECONDS.into()), &buckets)
                 .and_then(|b| b.install_recorder())

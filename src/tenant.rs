@@ -75,8 +75,14 @@ impl SubscriptionStatus {
 /// deliveries, so: a newer event (`created`) wins, an older one never undoes a newer one, and at
 /// equal seconds (common) a status never moves backwards — an ended subscription stays ended,
 /// an active one does not fall back to trialing.
-pub fn supersedes(stored_created: UnixTime, stored: SubscriptionStatus, incoming_created: UnixTime, incoming: SubscriptionStatus) -> bool {
-    incoming_created > stored_created || (incoming_created == stored_created && incoming.progress() >= stored.progress())
+pub fn supersedes(
+    stored_created: UnixTime,
+    stored: SubscriptionStatus,
+    incoming_created: UnixTime,
+    incoming: SubscriptionStatus,
+) -> bool {
+    incoming_created > stored_created
+        || (incoming_created == stored_created && incoming.progress() >= stored.progress())
 }
 
 /// A subscription mirrored from Stripe.
@@ -120,7 +126,9 @@ pub enum GrantOrigin {
     },
     /// A Stripe Entitlements lookup key (an add-on key or a boolean feature key): active while
     /// the customer's active entitlement summary lists it.
-    StripeEntitlement { lookup_key: String },
+    StripeEntitlement {
+        lookup_key: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -178,10 +186,7 @@ pub struct TenantState {
 
 impl TenantState {
     pub fn unknown(tenant_id: &str) -> TenantState {
-        TenantState {
-            tenant_id: tenant_id.to_string(),
-            ..Default::default()
-        }
+        TenantState { tenant_id: tenant_id.to_string(), ..Default::default() }
     }
 }
 
@@ -204,10 +209,7 @@ pub fn validate_tenant_id(id: &str) -> Result<(), TenantIdError> {
     if id.len() > 128 {
         return Err(TenantIdError::TooLong);
     }
-    if !id
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
-    {
+    if !id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-')) {
         return Err(TenantIdError::BadCharacter);
     }
     Ok(())
@@ -232,10 +234,7 @@ mod tests {
     #[test]
     fn tenant_ids() {
         assert_eq!(validate_tenant_id(""), Err(TenantIdError::Empty));
-        assert_eq!(
-            validate_tenant_id(&"a".repeat(129)),
-            Err(TenantIdError::TooLong)
-        );
+        assert_eq!(validate_tenant_id(&"a".repeat(129)), Err(TenantIdError::TooLong));
         assert!(validate_tenant_id(&"a".repeat(128)).is_ok());
         assert_eq!(validate_tenant_id("a b"), Err(TenantIdError::BadCharacter));
         assert_eq!(validate_tenant_id("é"), Err(TenantIdError::BadCharacter));

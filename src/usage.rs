@@ -14,44 +14,26 @@ pub struct UsagePeriod {
 }
 
 fn month_start(year: i32, month: u32) -> UnixTime {
-    Utc.with_ymd_and_hms(year, month, 1, 0, 0, 0)
-        .single()
-        .map_or(0, |d| d.timestamp())
+    Utc.with_ymd_and_hms(year, month, 1, 0, 0, 0).single().map_or(0, |d| d.timestamp())
 }
 
 /// Calendar periods are UTC. `billing_period` uses the subscription's current period when there
 /// is one (`billing`), else falls back to the calendar month.
-pub fn period_at(
-    period: Period,
-    now: UnixTime,
-    billing: Option<(UnixTime, UnixTime)>,
-) -> UsagePeriod {
+pub fn period_at(period: Period, now: UnixTime, billing: Option<(UnixTime, UnixTime)>) -> UsagePeriod {
     let dt: DateTime<Utc> = DateTime::from_timestamp(now, 0).unwrap_or_default();
     let month = || {
         let (y, m) = (dt.year(), dt.month());
         let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
-        UsagePeriod {
-            start: month_start(y, m),
-            end: Some(month_start(ny, nm)),
-        }
+        UsagePeriod { start: month_start(y, m), end: Some(month_start(ny, nm)) }
     };
     match period {
         Period::Month => month(),
-        Period::Year => UsagePeriod {
-            start: month_start(dt.year(), 1),
-            end: Some(month_start(dt.year() + 1, 1)),
-        },
+        Period::Year => UsagePeriod { start: month_start(dt.year(), 1), end: Some(month_start(dt.year() + 1, 1)) },
         Period::BillingPeriod => match billing {
-            Some((s, e)) if s <= now && now < e => UsagePeriod {
-                start: s,
-                end: Some(e),
-            },
+            Some((s, e)) if s <= now && now < e => UsagePeriod { start: s, end: Some(e) },
             _ => month(),
         },
-        Period::Never => UsagePeriod {
-            start: 0,
-            end: None,
-        },
+        Period::Never => UsagePeriod { start: 0, end: None },
     }
 }
 
@@ -87,21 +69,9 @@ mod tests {
         assert_eq!(y.end, Some(1_798_761_600)); // 2027-01-01
         let dec = period_at(Period::Month, 1_796_083_200 + 5, None);
         assert_eq!(dec.end, Some(1_798_761_600));
-        assert_eq!(
-            period_at(Period::Never, now, None),
-            UsagePeriod {
-                start: 0,
-                end: None
-            }
-        );
+        assert_eq!(period_at(Period::Never, now, None), UsagePeriod { start: 0, end: None });
         let b = period_at(Period::BillingPeriod, now, Some((now - 10, now + 10)));
-        assert_eq!(
-            b,
-            UsagePeriod {
-                start: now - 10,
-                end: Some(now + 10)
-            }
-        );
+        assert_eq!(b, UsagePeriod { start: now - 10, end: Some(now + 10) });
     }
 
     #[test]

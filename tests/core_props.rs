@@ -16,18 +16,14 @@ use entitlements::decide::{Decision, Intent, Reason, decide, decide_idx};
 use entitlements::explain;
 use entitlements::resolve::{ResolvedTenant, resolve};
 use entitlements::tenant::{
-    AddOnGrant, DAY, GrantOrigin, Override, PlanAssignment, Subscription, SubscriptionStatus,
-    TenantState, Trial, UnixTime,
+    AddOnGrant, DAY, GrantOrigin, Override, PlanAssignment, Subscription, SubscriptionStatus, TenantState, Trial,
+    UnixTime,
 };
 use proptest::prelude::*;
 use proptest::sample::select;
 
 fn example_source() -> String {
-    std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/examples/catalog.toml"
-    ))
-    .unwrap()
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/catalog.toml")).unwrap()
 }
 
 static CATALOGS: LazyLock<Vec<Arc<Catalog>>> = LazyLock::new(|| {
@@ -41,10 +37,7 @@ static CATALOGS: LazyLock<Vec<Arc<Catalog>>> = LazyLock::new(|| {
             "[features.ai_requests]\nkind = \"counter\"\nperiod = \"month\"",
             "[features.ai_requests]\nkind = \"counter\"\nperiod = \"never\"",
         );
-    assert_ne!(
-        src, billing,
-        "the example catalog changed shape; update the billing variant"
-    );
+    assert_ne!(src, billing, "the example catalog changed shape; update the billing variant");
     let example = Catalog::from_toml(&src, &|_| None).expect("example catalog");
     let billing = Catalog::from_toml(&billing, &|_| None).expect("billing-period variant");
     vec![Arc::new(example), Arc::new(billing)]
@@ -105,16 +98,14 @@ fn raw_sub() -> impl Strategy<Value = RawSub> {
         proptest::option::of((offset(), 1i64..=40)),
         any::<bool>(),
     )
-        .prop_map(
-            |(status, plan, seats, trial_end, period, cancel_at_period_end)| RawSub {
-                status,
-                plan,
-                seats,
-                trial_end,
-                period: period.map(|(start, days)| (start, start + days * DAY)),
-                cancel_at_period_end,
-            },
-        )
+        .prop_map(|(status, plan, seats, trial_end, period, cancel_at_period_end)| RawSub {
+            status,
+            plan,
+            seats,
+            trial_end,
+            period: period.map(|(start, days)| (start, start + days * DAY)),
+            cancel_at_period_end,
+        })
 }
 
 #[derive(Debug, Clone)]
@@ -133,12 +124,7 @@ fn raw_grant() -> impl Strategy<Value = RawGrant> {
         proptest::option::of(0usize..4),
         proptest::option::of(offset()),
     )
-        .prop_map(|(addon, quantity, stripe_sub, expires)| RawGrant {
-            addon,
-            quantity,
-            stripe_sub,
-            expires,
-        })
+        .prop_map(|(addon, quantity, stripe_sub, expires)| RawGrant { addon, quantity, stripe_sub, expires })
 }
 
 /// A feature index (into the example catalog, whose features both catalogs share), and a value
@@ -156,11 +142,7 @@ fn raw_override() -> impl Strategy<Value = RawOverride> {
         (any::<bool>(), prop_oneof![0i64..=12, 0i64..=3_000], 0u8..20),
         proptest::option::of(offset()),
     )
-        .prop_map(|(feature, value_pick, expires)| RawOverride {
-            feature,
-            value_pick,
-            expires,
-        })
+        .prop_map(|(feature, value_pick, expires)| RawOverride { feature, value_pick, expires })
 }
 
 #[derive(Debug, Clone)]
@@ -180,24 +162,19 @@ fn raw_state() -> impl Strategy<Value = RawState> {
         proptest::bool::weighted(0.05),
         proptest::option::of((-60 * DAY..=DAY, prop_oneof![Just(14 * DAY), 0..=30 * DAY])),
         proptest::collection::vec(raw_sub(), 0..=3),
-        proptest::collection::vec(
-            (select(PLAN_KEYS.to_vec()), proptest::option::of(offset())),
-            0..=2,
-        ),
+        proptest::collection::vec((select(PLAN_KEYS.to_vec()), proptest::option::of(offset())), 0..=2),
         proptest::collection::vec(raw_grant(), 0..=3),
         proptest::collection::vec(raw_override(), 0..=3),
     )
-        .prop_map(
-            |(known, archived, trial, subs, assignments, grants, overrides)| RawState {
-                known,
-                archived,
-                trial,
-                subs,
-                assignments,
-                grants,
-                overrides,
-            },
-        )
+        .prop_map(|(known, archived, trial, subs, assignments, grants, overrides)| RawState {
+            known,
+            archived,
+            trial,
+            subs,
+            assignments,
+            grants,
+            overrides,
+        })
 }
 
 fn override_value(kind: FeatureKind, (b, n, pick): (bool, i64, u8)) -> Value {
@@ -220,11 +197,7 @@ fn build_state(c: &Catalog, raw: &RawState, now: UnixTime) -> TenantState {
             id: format!("sub_{i}"),
             status: s.status,
             plan: s.plan.map(str::to_string),
-            interval: Some(if i % 2 == 0 {
-                Interval::Month
-            } else {
-                Interval::Year
-            }),
+            interval: Some(if i % 2 == 0 { Interval::Month } else { Interval::Year }),
             seats: s.seats,
             trial_end: s.trial_end.map(|o| now + o),
             current_period_start: s.period.map(|(a, _)| now + a),
@@ -300,10 +273,7 @@ fn build_state(c: &Catalog, raw: &RawState, now: UnixTime) -> TenantState {
         known: raw.known,
         revision: 7,
         stripe_customer_id: raw.known.then(|| "cus_1".into()),
-        trial: raw.trial.map(|(start, len)| Trial {
-            start: now + start,
-            end: now + start + len,
-        }),
+        trial: raw.trial.map(|(start, len)| Trial { start: now + start, end: now + start + len }),
         archived: raw.archived,
         subscriptions,
         plan_assignments,
@@ -324,13 +294,7 @@ fn scenario() -> impl Strategy<Value = (Arc<Catalog>, TenantState, UnixTime)> {
 
 /// Usage values per feature: small, at typical limits, or huge.
 fn usage() -> impl Strategy<Value = Vec<i64>> {
-    proptest::collection::vec(
-        prop_oneof![
-            0i64..=12,
-            select(vec![49, 50, 199, 200, 999, 1_000, 10_000, i64::MAX])
-        ],
-        16,
-    )
+    proptest::collection::vec(prop_oneof![0i64..=12, select(vec![49, 50, 199, 200, 999, 1_000, 10_000, i64::MAX])], 16)
 }
 
 fn used_of(usage: &[i64], fi: FeatureIdx) -> i64 {
@@ -343,38 +307,20 @@ fn all_decisions(r: &ResolvedTenant, usage: &[i64]) -> Vec<(String, Intent, i64,
     for (fi, f) in r.catalog.features.iter().enumerate() {
         for intent in INTENTS {
             for q in QUANTITIES {
-                out.push((
-                    f.key.clone(),
-                    intent,
-                    q,
-                    decide_idx(r, fi, q, intent, used_of(usage, fi)),
-                ));
+                out.push((f.key.clone(), intent, q, decide_idx(r, fi, q, intent, used_of(usage, fi))));
             }
         }
     }
-    out.push((
-        "no_such_feature".into(),
-        Intent::Write,
-        1,
-        decide(r, "no_such_feature", 1, Intent::Write, 0),
-    ));
+    out.push(("no_such_feature".into(), Intent::Write, 1, decide(r, "no_such_feature", 1, Intent::Write, 0)));
     out
 }
 
 /// Instants strictly between `now` and `valid_until` (or well into the future when `None`).
-fn instants_before(
-    now: UnixTime,
-    valid_until: Option<UnixTime>,
-    fractions: &[u32],
-) -> Vec<UnixTime> {
+fn instants_before(now: UnixTime, valid_until: Option<UnixTime>, fractions: &[u32]) -> Vec<UnixTime> {
     let end = valid_until.unwrap_or(now + 800 * DAY);
     let span = end - now; // >= 1
     let mut out = vec![now, end - 1, now + 1, now + DAY - 1, now + DAY];
-    out.extend(
-        fractions
-            .iter()
-            .map(|&f| now + ((span as i128 * i128::from(f)) / (1i128 << 32)) as i64),
-    );
+    out.extend(fractions.iter().map(|&f| now + ((span as i128 * i128::from(f)) / (1i128 << 32)) as i64));
     out.retain(|&t| t >= now && t < end);
     out.sort_unstable();
     out.dedup();
@@ -386,11 +332,7 @@ fn config() -> ProptestConfig {
     let default = ProptestConfig::default();
     // No failure-persistence file: shrunk failures are printed, and the known ones are pinned
     // as plain tests at the end of this file.
-    ProptestConfig {
-        cases: default.cases.max(512),
-        failure_persistence: None,
-        ..default
-    }
+    ProptestConfig { cases: default.cases.max(512), failure_persistence: None, ..default }
 }
 
 proptest! {
@@ -627,10 +569,7 @@ fn billing_period_starting_after_now_is_a_threshold() {
     let r1 = resolve(&c, &state, T0 + DAY);
     let p0 = r0.features[fi].period.unwrap();
     let p1 = r1.features[fi].period.unwrap();
-    assert_ne!(
-        p0, p1,
-        "the usage period changes at the billing period start"
-    );
+    assert_ne!(p0, p1, "the usage period changes at the billing period start");
     let valid_until = r0.valid_until.unwrap();
     assert!(
         valid_until <= T0 + DAY,
@@ -647,10 +586,7 @@ fn trial_expired_notice_is_stable_until_valid_until() {
     let state = TenantState {
         tenant_id: "t".into(),
         known: true,
-        trial: Some(Trial {
-            start: T0 - 14 * DAY,
-            end: T0,
-        }),
+        trial: Some(Trial { start: T0 - 14 * DAY, end: T0 }),
         ..Default::default()
     };
     let r0 = resolve(&c, &state, T0);
@@ -658,8 +594,5 @@ fn trial_expired_notice_is_stable_until_valid_until() {
     let later = T0 + DAY;
     assert!(later < valid_until);
     let r1 = resolve(&c, &state, later);
-    assert_eq!(
-        r0.lifecycle.notices, r1.lifecycle.notices,
-        "valid_until {valid_until}"
-    );
+    assert_eq!(r0.lifecycle.notices, r1.lifecycle.notices, "valid_until {valid_until}");
 }

@@ -10,8 +10,8 @@ use entitlements::decide::{Decision, Intent, Reason, Upgrade, decide};
 use entitlements::lifecycle::{NoticeKind, Phase};
 use entitlements::resolve::{PlanSource, ResolvedTenant, Source, resolve};
 use entitlements::tenant::{
-    AddOnGrant, DAY, GrantOrigin, Override, PlanAssignment, Subscription, SubscriptionStatus,
-    TenantState, Trial, UnixTime,
+    AddOnGrant, DAY, GrantOrigin, Override, PlanAssignment, Subscription, SubscriptionStatus, TenantState, Trial,
+    UnixTime,
 };
 use entitlements::usage::period_at;
 
@@ -25,11 +25,7 @@ const MAR_1: UnixTime = FEB_1 + 28 * DAY;
 const NOW: UnixTime = JAN_1 + 9 * DAY + DAY / 2;
 
 static CATALOG: LazyLock<Arc<Catalog>> = LazyLock::new(|| {
-    let src = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/examples/catalog.toml"
-    ))
-    .unwrap();
+    let src = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/catalog.toml")).unwrap();
     Arc::new(Catalog::from_toml(&src, &|_| None).expect("example catalog is valid"))
 });
 
@@ -38,20 +34,10 @@ fn catalog() -> Arc<Catalog> {
 }
 
 fn tenant() -> TenantState {
-    TenantState {
-        tenant_id: "acme".into(),
-        known: true,
-        revision: 1,
-        ..Default::default()
-    }
+    TenantState { tenant_id: "acme".into(), known: true, revision: 1, ..Default::default() }
 }
 
-fn subscription(
-    id: &str,
-    status: SubscriptionStatus,
-    plan: &str,
-    seats: Option<i64>,
-) -> Subscription {
+fn subscription(id: &str, status: SubscriptionStatus, plan: &str, seats: Option<i64>) -> Subscription {
     Subscription {
         id: id.into(),
         status,
@@ -102,33 +88,17 @@ fn override_(feature: &str, value: Value, expires_at: Option<UnixTime>) -> Overr
 
 fn premium_by_subscription() -> TenantState {
     TenantState {
-        subscriptions: vec![subscription(
-            "sub_prem",
-            SubscriptionStatus::Active,
-            "premium",
-            None,
-        )],
+        subscriptions: vec![subscription("sub_prem", SubscriptionStatus::Active, "premium", None)],
         ..tenant()
     }
 }
 
 fn premium_by_assignment() -> TenantState {
-    TenantState {
-        plan_assignments: vec![assignment("premium", None)],
-        ..tenant()
-    }
+    TenantState { plan_assignments: vec![assignment("premium", None)], ..tenant() }
 }
 
 fn pro_by_subscription() -> TenantState {
-    TenantState {
-        subscriptions: vec![subscription(
-            "sub_pro",
-            SubscriptionStatus::Active,
-            "pro",
-            None,
-        )],
-        ..tenant()
-    }
+    TenantState { subscriptions: vec![subscription("sub_pro", SubscriptionStatus::Active, "pro", None)], ..tenant() }
 }
 
 /// A write check of one unit with nothing used.
@@ -164,37 +134,17 @@ fn addon_hint(a: &str) -> Option<Upgrade> {
 fn premium_without_addons_is_denied_addon_features() {
     let c = catalog();
     for (name, state, source) in [
-        (
-            "subscription",
-            premium_by_subscription(),
-            PlanSource::Subscription,
-        ),
-        (
-            "manual assignment",
-            premium_by_assignment(),
-            PlanSource::ManualAssignment,
-        ),
+        ("subscription", premium_by_subscription(), PlanSource::Subscription),
+        ("manual assignment", premium_by_assignment(), PlanSource::ManualAssignment),
     ] {
         let r = resolve(&c, &state, NOW);
         assert_eq!(r.plan_key(), "premium", "{name}");
         assert_eq!(r.plan.source, source, "{name}");
         assert_eq!(r.lifecycle.phase, Phase::Active, "{name}");
 
-        assert_denied(
-            &check(&r, "teams_integration"),
-            Reason::AddOnRequired,
-            addon_hint("teams"),
-        );
-        assert_denied(
-            &check(&r, "entra_sync"),
-            Reason::AddOnRequired,
-            addon_hint("enterprise"),
-        );
-        assert_denied(
-            &check(&r, "ai_assistant"),
-            Reason::AddOnRequired,
-            addon_hint("ai_assistant"),
-        );
+        assert_denied(&check(&r, "teams_integration"), Reason::AddOnRequired, addon_hint("teams"));
+        assert_denied(&check(&r, "entra_sync"), Reason::AddOnRequired, addon_hint("enterprise"));
+        assert_denied(&check(&r, "ai_assistant"), Reason::AddOnRequired, addon_hint("ai_assistant"));
         // Read intent does not change a plan denial.
         let d = decide(&r, "teams_integration", 1, Intent::Read, 0);
         assert_denied(&d, Reason::AddOnRequired, addon_hint("teams"));
@@ -209,22 +159,11 @@ fn premium_without_addons_is_denied_addon_features() {
 #[test]
 fn a_plan_never_implies_an_addon_even_enterprise() {
     let c = catalog();
-    let state = TenantState {
-        plan_assignments: vec![assignment("enterprise", None)],
-        ..tenant()
-    };
+    let state = TenantState { plan_assignments: vec![assignment("enterprise", None)], ..tenant() };
     let r = resolve(&c, &state, NOW);
     assert_eq!(r.plan_key(), "enterprise");
-    assert_denied(
-        &check(&r, "teams_integration"),
-        Reason::AddOnRequired,
-        addon_hint("teams"),
-    );
-    assert_denied(
-        &check(&r, "entra_sync"),
-        Reason::AddOnRequired,
-        addon_hint("enterprise"),
-    );
+    assert_denied(&check(&r, "teams_integration"), Reason::AddOnRequired, addon_hint("teams"));
+    assert_denied(&check(&r, "entra_sync"), Reason::AddOnRequired, addon_hint("enterprise"));
     assert_allowed(&check(&r, "sso"), Reason::Granted);
 }
 
@@ -239,11 +178,7 @@ fn manual_teams_grant_allows_teams_but_not_entra() {
         assert_allowed(&d, Reason::Granted);
         assert_eq!(d.source, Some(Source::AddOn));
         assert_eq!(d.value, Some(Value::Bool(true)));
-        assert_denied(
-            &check(&r, "entra_sync"),
-            Reason::AddOnRequired,
-            addon_hint("enterprise"),
-        );
+        assert_denied(&check(&r, "entra_sync"), Reason::AddOnRequired, addon_hint("enterprise"));
     }
 }
 
@@ -252,26 +187,17 @@ fn addon_grant_expiry_and_stripe_origin() {
     let c = catalog();
     // A manual grant that expires in two days: valid_until is its expiry.
     let mut state = premium_by_subscription();
-    state
-        .addon_grants
-        .push(grant("teams", 1, Some(NOW + 2 * DAY)));
+    state.addon_grants.push(grant("teams", 1, Some(NOW + 2 * DAY)));
     let r = resolve(&c, &state, NOW);
     assert_allowed(&check(&r, "teams_integration"), Reason::Granted);
     assert_eq!(r.valid_until, Some(NOW + 2 * DAY));
     let later = resolve(&c, &state, NOW + 2 * DAY);
-    assert_denied(
-        &check(&later, "teams_integration"),
-        Reason::AddOnRequired,
-        addon_hint("teams"),
-    );
+    assert_denied(&check(&later, "teams_integration"), Reason::AddOnRequired, addon_hint("teams"));
     assert_eq!(later.valid_until, Some(FEB_1));
 
     // A Stripe subscription item is active exactly while its subscription entitles.
     let stripe_grant = AddOnGrant {
-        origin: GrantOrigin::Stripe {
-            subscription_id: "sub_prem".into(),
-            item_id: "si_1".into(),
-        },
+        origin: GrantOrigin::Stripe { subscription_id: "sub_prem".into(), item_id: "si_1".into() },
         ..grant("enterprise", 1, None)
     };
     let mut state = premium_by_subscription();
@@ -285,11 +211,7 @@ fn addon_grant_expiry_and_stripe_origin() {
     canceled.subscriptions[0].status = SubscriptionStatus::Canceled;
     let r = resolve(&c, &canceled, NOW);
     assert_eq!(r.plan_key(), "free");
-    assert_denied(
-        &check(&r, "entra_sync"),
-        Reason::AddOnRequired,
-        addon_hint("enterprise"),
-    );
+    assert_denied(&check(&r, "entra_sync"), Reason::AddOnRequired, addon_hint("enterprise"));
 }
 
 #[test]
@@ -312,16 +234,8 @@ fn numeric_addon_grants_stack_times_quantity() {
     state.addon_grants.push(grant("ai_assistant", 0, None));
     state.addon_grants.push(grant("no_such_addon", 1, None));
     let r = resolve(&c, &state, NOW);
-    assert_denied(
-        &check(&r, "ai_assistant"),
-        Reason::AddOnRequired,
-        addon_hint("ai_assistant"),
-    );
-    assert_denied(
-        &check(&r, "ai_requests"),
-        Reason::LimitExceeded,
-        addon_hint("ai_assistant"),
-    );
+    assert_denied(&check(&r, "ai_assistant"), Reason::AddOnRequired, addon_hint("ai_assistant"));
+    assert_denied(&check(&r, "ai_requests"), Reason::LimitExceeded, addon_hint("ai_assistant"));
 }
 
 // ---------------------------------------------------------------- edition
@@ -332,22 +246,10 @@ fn ce_edition_allows_everything() {
     let states = [
         ("free", tenant()),
         ("unknown", TenantState::unknown("nobody")),
-        (
-            "archived",
-            TenantState {
-                archived: true,
-                ..tenant()
-            },
-        ),
+        ("archived", TenantState { archived: true, ..tenant() }),
         (
             "hard locked trial",
-            TenantState {
-                trial: Some(Trial {
-                    start: NOW - 30 * DAY,
-                    end: NOW - 16 * DAY,
-                }),
-                ..tenant()
-            },
+            TenantState { trial: Some(Trial { start: NOW - 30 * DAY, end: NOW - 16 * DAY }), ..tenant() },
         ),
         (
             "disabled by override",
@@ -378,18 +280,11 @@ fn ce_edition_allows_everything() {
 fn override_false_disables_and_expired_override_has_no_effect() {
     let c = catalog();
     let base = pro_by_subscription();
-    assert_allowed(
-        &check(&resolve(&c, &base, NOW), "invoice_designer"),
-        Reason::Granted,
-    );
+    assert_allowed(&check(&resolve(&c, &base, NOW), "invoice_designer"), Reason::Granted);
 
     // Unexpired override to false.
     let mut state = base.clone();
-    state.overrides.push(override_(
-        "invoice_designer",
-        Value::Bool(false),
-        Some(NOW + 3 * DAY),
-    ));
+    state.overrides.push(override_("invoice_designer", Value::Bool(false), Some(NOW + 3 * DAY)));
     let r = resolve(&c, &state, NOW);
     let d = check(&r, "invoice_designer");
     assert_denied(&d, Reason::DisabledByOverride, None);
@@ -402,23 +297,14 @@ fn override_false_disables_and_expired_override_has_no_effect() {
         let with = resolve(&c, &state, at);
         let without = resolve(&c, &base, at);
         for f in &c.features {
-            assert_eq!(
-                check(&with, &f.key),
-                check(&without, &f.key),
-                "{} at {at}",
-                f.key
-            );
+            assert_eq!(check(&with, &f.key), check(&without, &f.key), "{} at {at}", f.key);
         }
         assert_eq!(with.valid_until, without.valid_until);
     }
 
     // An override already expired at evaluation time.
     let mut state = base.clone();
-    state.overrides.push(override_(
-        "invoice_designer",
-        Value::Bool(false),
-        Some(NOW - 1),
-    ));
+    state.overrides.push(override_("invoice_designer", Value::Bool(false), Some(NOW - 1)));
     let r = resolve(&c, &state, NOW);
     let d = check(&r, "invoice_designer");
     assert_allowed(&d, Reason::Granted);
@@ -430,22 +316,12 @@ fn override_false_disables_and_expired_override_has_no_effect() {
 fn overrides_raise_and_lower_numeric_values() {
     let c = catalog();
     let mut state = tenant();
-    state
-        .overrides
-        .push(override_("seats", Value::Number(50), None));
-    state
-        .overrides
-        .push(override_("review_packs", Value::Unlimited, None));
-    state
-        .overrides
-        .push(override_("max_file_mb", Value::Number(1), None));
-    state
-        .overrides
-        .push(override_("sso", Value::Bool(true), None));
+    state.overrides.push(override_("seats", Value::Number(50), None));
+    state.overrides.push(override_("review_packs", Value::Unlimited, None));
+    state.overrides.push(override_("max_file_mb", Value::Number(1), None));
+    state.overrides.push(override_("sso", Value::Bool(true), None));
     // A value that does not fit the kind is ignored.
-    state
-        .overrides
-        .push(override_("audit_log", Value::Number(3), None));
+    state.overrides.push(override_("audit_log", Value::Number(3), None));
     let r = resolve(&c, &state, NOW);
 
     let d = decide(&r, "seats", 1, Intent::Write, 49);
@@ -461,11 +337,7 @@ fn overrides_raise_and_lower_numeric_values() {
     let d = check(&r, "sso");
     assert_allowed(&d, Reason::Granted);
     assert_eq!(d.source, Some(Source::Override));
-    assert_denied(
-        &check(&r, "audit_log"),
-        Reason::NotInPlan,
-        plan_hint("premium"),
-    );
+    assert_denied(&check(&r, "audit_log"), Reason::NotInPlan, plan_hint("premium"));
 }
 
 // ---------------------------------------------------------------- lifecycle
@@ -478,10 +350,7 @@ fn product_trial_timeline() {
     let c = catalog();
     let start = TRIAL_START;
     let end = start + 14 * DAY;
-    let state = TenantState {
-        trial: Some(Trial { start, end }),
-        ..tenant()
-    };
+    let state = TenantState { trial: Some(Trial { start, end }), ..tenant() };
 
     struct Row {
         day: i64,
@@ -594,11 +463,7 @@ fn product_trial_timeline() {
             Phase::HardLocked => {
                 assert_denied(&write, Reason::HardLocked, None);
                 assert_allowed(&read, Reason::Granted);
-                assert_eq!(
-                    read.limit(),
-                    Some(10),
-                    "{ctx}: the trial plan no longer applies"
-                );
+                assert_eq!(read.limit(), Some(10), "{ctx}: the trial plan no longer applies");
                 assert_denied(&premium_feature, Reason::HardLocked, None);
                 // Reads are decided by the default plan (SPEC §3.2: the trial plan ends at hard lock).
                 let d = decide(&r, "audit_log", 1, Intent::Read, 0);
@@ -609,11 +474,7 @@ fn product_trial_timeline() {
                 assert_denied(&read, Reason::TenantArchived, None);
                 for f in &c.features {
                     for intent in [Intent::Read, Intent::Write] {
-                        assert_denied(
-                            &decide(&r, &f.key, 1, intent, 0),
-                            Reason::TenantArchived,
-                            None,
-                        );
+                        assert_denied(&decide(&r, &f.key, 1, intent, 0), Reason::TenantArchived, None);
                     }
                 }
             }
@@ -627,10 +488,7 @@ fn product_trial_thresholds_are_exact() {
     let c = catalog();
     let start = TRIAL_START;
     let end = start + 14 * DAY;
-    let state = TenantState {
-        trial: Some(Trial { start, end }),
-        ..tenant()
-    };
+    let state = TenantState { trial: Some(Trial { start, end }), ..tenant() };
     let phase = |t: UnixTime| resolve(&c, &state, t).lifecycle.phase;
     assert_eq!(phase(end - 1), Phase::Trialing);
     assert_eq!(phase(end), Phase::TrialExpired);
@@ -651,16 +509,8 @@ fn a_purchase_ends_the_product_trial_lifecycle() {
     let c = catalog();
     let start = TRIAL_START;
     let state = TenantState {
-        trial: Some(Trial {
-            start,
-            end: start + 14 * DAY,
-        }),
-        subscriptions: vec![subscription(
-            "sub_pro",
-            SubscriptionStatus::Active,
-            "pro",
-            None,
-        )],
+        trial: Some(Trial { start, end: start + 14 * DAY }),
+        subscriptions: vec![subscription("sub_pro", SubscriptionStatus::Active, "pro", None)],
         ..tenant()
     };
     let r = resolve(&c, &state, start + 25 * DAY); // would be hard-locked without the purchase
@@ -672,18 +522,11 @@ fn a_purchase_ends_the_product_trial_lifecycle() {
 #[test]
 fn archived_flag_denies_everything() {
     let c = catalog();
-    let state = TenantState {
-        archived: true,
-        ..premium_by_subscription()
-    };
+    let state = TenantState { archived: true, ..premium_by_subscription() };
     let r = resolve(&c, &state, NOW);
     assert_eq!(r.lifecycle.phase, Phase::Archived);
     for f in &c.features {
-        assert_denied(
-            &decide(&r, &f.key, 1, Intent::Read, 0),
-            Reason::TenantArchived,
-            None,
-        );
+        assert_denied(&decide(&r, &f.key, 1, Intent::Read, 0), Reason::TenantArchived, None);
     }
     // Shadow enforcement does not soften lifecycle locks.
     assert!(!check(&r, "new_dashboard").allowed);
@@ -695,10 +538,7 @@ fn stripe_trial_subscription_is_trialing() {
     let trial_end = NOW + 5 * DAY;
     let mut sub = subscription("sub_trial", SubscriptionStatus::Trialing, "premium", None);
     sub.trial_end = Some(trial_end);
-    let state = TenantState {
-        subscriptions: vec![sub],
-        ..tenant()
-    };
+    let state = TenantState { subscriptions: vec![sub], ..tenant() };
     let r = resolve(&c, &state, NOW);
     assert_eq!(r.lifecycle.phase, Phase::Trialing);
     assert_eq!(r.plan_key(), "premium");
@@ -714,10 +554,7 @@ fn stripe_trial_subscription_is_trialing() {
     let mut trial = subscription("sub_trial", SubscriptionStatus::Trialing, "premium", None);
     trial.trial_end = Some(trial_end);
     let mut state = TenantState {
-        subscriptions: vec![
-            subscription("sub_pro", SubscriptionStatus::Active, "pro", None),
-            trial,
-        ],
+        subscriptions: vec![subscription("sub_pro", SubscriptionStatus::Active, "pro", None), trial],
         ..tenant()
     };
     let r = resolve(&c, &state, NOW);
@@ -727,23 +564,14 @@ fn stripe_trial_subscription_is_trialing() {
     let r = resolve(&c, &state, NOW);
     assert_eq!(r.plan_key(), "pro");
     assert_eq!(r.lifecycle.phase, Phase::Active);
-    assert_denied(
-        &check(&r, "audit_log"),
-        Reason::NotInPlan,
-        plan_hint("premium"),
-    );
+    assert_denied(&check(&r, "audit_log"), Reason::NotInPlan, plan_hint("premium"));
 }
 
 #[test]
 fn past_due_is_allowed_with_a_notice() {
     let c = catalog();
     let state = TenantState {
-        subscriptions: vec![subscription(
-            "sub_pro",
-            SubscriptionStatus::PastDue,
-            "pro",
-            None,
-        )],
+        subscriptions: vec![subscription("sub_pro", SubscriptionStatus::PastDue, "pro", None)],
         ..tenant()
     };
     let r = resolve(&c, &state, NOW);
@@ -753,10 +581,7 @@ fn past_due_is_allowed_with_a_notice() {
     assert_eq!(notice.kind, NoticeKind::PaymentPastDue);
     assert!(!notice.dismissible);
     for intent in [Intent::Read, Intent::Write] {
-        assert_allowed(
-            &decide(&r, "invoice_designer", 1, intent, 0),
-            Reason::Granted,
-        );
+        assert_allowed(&decide(&r, "invoice_designer", 1, intent, 0), Reason::Granted);
     }
 }
 
@@ -770,28 +595,14 @@ fn non_entitling_statuses_fall_back_to_default() {
         SubscriptionStatus::IncompleteExpired,
         SubscriptionStatus::Paused,
     ] {
-        let state = TenantState {
-            subscriptions: vec![subscription("s", status, "premium", None)],
-            ..tenant()
-        };
+        let state = TenantState { subscriptions: vec![subscription("s", status, "premium", None)], ..tenant() };
         let r = resolve(&c, &state, NOW);
         assert_eq!(r.plan_key(), "free", "{status:?}");
         assert_eq!(r.plan.source, PlanSource::Default, "{status:?}");
-        assert_denied(
-            &check(&r, "invoice_designer"),
-            Reason::NotInPlan,
-            plan_hint("pro"),
-        );
+        assert_denied(&check(&r, "invoice_designer"), Reason::NotInPlan, plan_hint("pro"));
     }
-    for status in [
-        SubscriptionStatus::Trialing,
-        SubscriptionStatus::Active,
-        SubscriptionStatus::PastDue,
-    ] {
-        let state = TenantState {
-            subscriptions: vec![subscription("s", status, "premium", None)],
-            ..tenant()
-        };
+    for status in [SubscriptionStatus::Trialing, SubscriptionStatus::Active, SubscriptionStatus::PastDue] {
+        let state = TenantState { subscriptions: vec![subscription("s", status, "premium", None)], ..tenant() };
         assert_eq!(resolve(&c, &state, NOW).plan_key(), "premium", "{status:?}");
     }
 }
@@ -801,11 +612,7 @@ fn non_entitling_statuses_fall_back_to_default() {
 #[test]
 fn unknown_feature_fails_closed() {
     let c = catalog();
-    for state in [
-        tenant(),
-        premium_by_subscription(),
-        TenantState::unknown("x"),
-    ] {
+    for state in [tenant(), premium_by_subscription(), TenantState::unknown("x")] {
         let r = resolve(&c, &state, NOW);
         let d = check(&r, "teleportation");
         assert_denied(&d, Reason::UnknownFeature, None);
@@ -825,11 +632,7 @@ fn unknown_tenant_resolves_to_the_default_plan() {
     assert_allowed(&d, Reason::Granted);
     assert_eq!(d.source, Some(Source::DefaultPlan));
     assert_eq!(d.limit(), Some(3));
-    assert_denied(
-        &check(&r, "invoice_designer"),
-        Reason::NotInPlan,
-        plan_hint("pro"),
-    );
+    assert_denied(&check(&r, "invoice_designer"), Reason::NotInPlan, plan_hint("pro"));
     assert_eq!(r.valid_until, Some(FEB_1), "only the usage period ends");
 
     // A known tenant without anything is the default plan too, reported as such.
@@ -843,10 +646,8 @@ fn unknown_tenant_resolves_to_the_default_plan() {
 fn enterprise_assignment_with_expiry_then_fallback() {
     let c = catalog();
     let expires = NOW + 3 * DAY;
-    let state = TenantState {
-        plan_assignments: vec![assignment("enterprise", Some(expires))],
-        ..pro_by_subscription()
-    };
+    let state =
+        TenantState { plan_assignments: vec![assignment("enterprise", Some(expires))], ..pro_by_subscription() };
 
     let r = resolve(&c, &state, NOW);
     assert_eq!(r.plan_key(), "enterprise");
@@ -869,18 +670,11 @@ fn enterprise_assignment_with_expiry_then_fallback() {
         let d = decide(&r, "review_packs", 1, Intent::Write, 50);
         assert_denied(&d, Reason::LimitExceeded, plan_hint("premium"));
         assert_eq!(d.limit(), Some(50));
-        assert_denied(
-            &check(&r, "sso"),
-            Reason::NotInPlan,
-            plan_hint("enterprise"),
-        );
+        assert_denied(&check(&r, "sso"), Reason::NotInPlan, plan_hint("enterprise"));
     }
 
     // Without a subscription it falls back to the default plan.
-    let state = TenantState {
-        plan_assignments: vec![assignment("enterprise", Some(expires))],
-        ..tenant()
-    };
+    let state = TenantState { plan_assignments: vec![assignment("enterprise", Some(expires))], ..tenant() };
     let r = resolve(&c, &state, expires);
     assert_eq!((r.plan_key(), r.plan.source), ("free", PlanSource::Default));
 }
@@ -894,17 +688,11 @@ fn highest_rank_source_wins() {
             subscription("b", SubscriptionStatus::Canceled, "enterprise", None),
             subscription("c", SubscriptionStatus::Active, "no_such_plan", None),
         ],
-        plan_assignments: vec![
-            assignment("premium", None),
-            assignment("enterprise", Some(NOW - 1)),
-        ],
+        plan_assignments: vec![assignment("premium", None), assignment("enterprise", Some(NOW - 1))],
         ..tenant()
     };
     let r = resolve(&c, &state, NOW);
-    assert_eq!(
-        (r.plan_key(), r.plan.source),
-        ("premium", PlanSource::ManualAssignment)
-    );
+    assert_eq!((r.plan_key(), r.plan.source), ("premium", PlanSource::ManualAssignment));
 }
 
 #[test]
@@ -922,79 +710,21 @@ fn counter_limit_with_used() {
         upgrade: Option<Upgrade>,
     }
     let rows = [
-        Row {
-            used: 0,
-            quantity: 1,
-            allowed: true,
-            remaining: 5,
-            upgrade: None,
-        },
-        Row {
-            used: 4,
-            quantity: 1,
-            allowed: true,
-            remaining: 1,
-            upgrade: None,
-        },
-        Row {
-            used: 0,
-            quantity: 5,
-            allowed: true,
-            remaining: 5,
-            upgrade: None,
-        },
-        Row {
-            used: 4,
-            quantity: 2,
-            allowed: false,
-            remaining: 1,
-            upgrade: plan_hint("pro"),
-        },
-        Row {
-            used: 5,
-            quantity: 1,
-            allowed: false,
-            remaining: 0,
-            upgrade: plan_hint("pro"),
-        },
-        Row {
-            used: 7,
-            quantity: 1,
-            allowed: false,
-            remaining: 0,
-            upgrade: plan_hint("pro"),
-        },
-        Row {
-            used: 60,
-            quantity: 1,
-            allowed: false,
-            remaining: 0,
-            upgrade: plan_hint("premium"),
-        },
-        Row {
-            used: 300,
-            quantity: 1,
-            allowed: false,
-            remaining: 0,
-            upgrade: plan_hint("enterprise"),
-        },
-        Row {
-            used: i64::MAX,
-            quantity: 1,
-            allowed: false,
-            remaining: 0,
-            upgrade: plan_hint("enterprise"),
-        },
+        Row { used: 0, quantity: 1, allowed: true, remaining: 5, upgrade: None },
+        Row { used: 4, quantity: 1, allowed: true, remaining: 1, upgrade: None },
+        Row { used: 0, quantity: 5, allowed: true, remaining: 5, upgrade: None },
+        Row { used: 4, quantity: 2, allowed: false, remaining: 1, upgrade: plan_hint("pro") },
+        Row { used: 5, quantity: 1, allowed: false, remaining: 0, upgrade: plan_hint("pro") },
+        Row { used: 7, quantity: 1, allowed: false, remaining: 0, upgrade: plan_hint("pro") },
+        Row { used: 60, quantity: 1, allowed: false, remaining: 0, upgrade: plan_hint("premium") },
+        Row { used: 300, quantity: 1, allowed: false, remaining: 0, upgrade: plan_hint("enterprise") },
+        Row { used: i64::MAX, quantity: 1, allowed: false, remaining: 0, upgrade: plan_hint("enterprise") },
     ];
     for row in rows {
         let d = decide(&r, "review_packs", row.quantity, Intent::Write, row.used);
         let ctx = format!("used {} quantity {}: {d:?}", row.used, row.quantity);
         assert_eq!(d.allowed, row.allowed, "{ctx}");
-        let reason = if row.allowed {
-            Reason::Granted
-        } else {
-            Reason::LimitExceeded
-        };
+        let reason = if row.allowed { Reason::Granted } else { Reason::LimitExceeded };
         assert_eq!(d.reason, reason, "{ctx}");
         assert_eq!(d.limit(), Some(5), "{ctx}");
         assert_eq!(d.used, Some(row.used), "{ctx}");
@@ -1014,33 +744,16 @@ fn config_value_bounds_quantity() {
     assert_eq!((d.used, d.remaining), (None, None), "config is not metered");
     // `used` is ignored for config features.
     assert!(decide(&r, "max_file_mb", 100, Intent::Write, 1_000).allowed);
-    assert_denied(
-        &decide(&r, "max_file_mb", 101, Intent::Write, 0),
-        Reason::LimitExceeded,
-        plan_hint("premium"),
-    );
-    assert_denied(
-        &decide(&r, "max_file_mb", 501, Intent::Write, 0),
-        Reason::LimitExceeded,
-        plan_hint("enterprise"),
-    );
-    assert_denied(
-        &decide(&r, "max_file_mb", 2_001, Intent::Write, 0),
-        Reason::LimitExceeded,
-        None,
-    );
+    assert_denied(&decide(&r, "max_file_mb", 101, Intent::Write, 0), Reason::LimitExceeded, plan_hint("premium"));
+    assert_denied(&decide(&r, "max_file_mb", 501, Intent::Write, 0), Reason::LimitExceeded, plan_hint("enterprise"));
+    assert_denied(&decide(&r, "max_file_mb", 2_001, Intent::Write, 0), Reason::LimitExceeded, None);
 }
 
 #[test]
 fn seats_gauge_from_a_pro_subscription() {
     let c = catalog();
     let state = TenantState {
-        subscriptions: vec![subscription(
-            "sub_pro",
-            SubscriptionStatus::Active,
-            "pro",
-            Some(12),
-        )],
+        subscriptions: vec![subscription("sub_pro", SubscriptionStatus::Active, "pro", Some(12))],
         ..tenant()
     };
     let r = resolve(&c, &state, NOW);
@@ -1053,33 +766,19 @@ fn seats_gauge_from_a_pro_subscription() {
     let d = decide(&r, "seats", 1, Intent::Write, 12);
     assert!(!d.allowed);
     assert_eq!(d.reason, Reason::LimitExceeded);
-    assert_eq!(
-        (d.limit(), d.used, d.remaining),
-        (Some(12), Some(12), Some(0))
-    );
+    assert_eq!((d.limit(), d.used, d.remaining), (Some(12), Some(12), Some(0)));
 
     // Without a seat quantity the plan's own value applies; Enterprise is not seat-priced.
     let r = resolve(&c, &pro_by_subscription(), NOW);
     assert_eq!(decide(&r, "seats", 1, Intent::Write, 0).limit(), Some(5));
     let state = TenantState {
-        subscriptions: vec![subscription(
-            "sub_ent",
-            SubscriptionStatus::Active,
-            "enterprise",
-            Some(12),
-        )],
+        subscriptions: vec![subscription("sub_ent", SubscriptionStatus::Active, "enterprise", Some(12))],
         ..tenant()
     };
     assert!(decide(&resolve(&c, &state, NOW), "seats", 1, Intent::Write, 0).unlimited());
     // The seat quantity comes from the chosen subscription only, not from an assignment.
-    let state = TenantState {
-        plan_assignments: vec![assignment("pro", None)],
-        ..tenant()
-    };
-    assert_eq!(
-        decide(&resolve(&c, &state, NOW), "seats", 1, Intent::Write, 0).limit(),
-        Some(5)
-    );
+    let state = TenantState { plan_assignments: vec![assignment("pro", None)], ..tenant() };
+    assert_eq!(decide(&resolve(&c, &state, NOW), "seats", 1, Intent::Write, 0).limit(), Some(5));
 }
 
 #[test]
@@ -1209,20 +908,11 @@ fn upgrade_hints_name_the_lowest_plan_above_else_an_addon() {
 fn valid_until_is_the_next_threshold() {
     let c = catalog();
     // Nothing expires: the usage period end.
-    assert_eq!(
-        resolve(&c, &pro_by_subscription(), NOW).valid_until,
-        Some(FEB_1)
-    );
+    assert_eq!(resolve(&c, &pro_by_subscription(), NOW).valid_until, Some(FEB_1));
     // The earliest of several expiries, ignoring expired ones and ones past the period end.
     let state = TenantState {
-        plan_assignments: vec![
-            assignment("enterprise", Some(NOW + 10 * DAY)),
-            assignment("premium", Some(NOW - DAY)),
-        ],
-        addon_grants: vec![
-            grant("teams", 1, Some(NOW + 4 * DAY)),
-            grant("enterprise", 1, Some(NOW + 40 * DAY)),
-        ],
+        plan_assignments: vec![assignment("enterprise", Some(NOW + 10 * DAY)), assignment("premium", Some(NOW - DAY))],
+        addon_grants: vec![grant("teams", 1, Some(NOW + 4 * DAY)), grant("enterprise", 1, Some(NOW + 40 * DAY))],
         overrides: vec![
             override_("sso", Value::Bool(false), Some(NOW + 6 * DAY)),
             override_("sso", Value::Bool(true), Some(NOW - 5)),

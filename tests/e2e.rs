@@ -26,28 +26,21 @@ async fn start() -> Harness {
     let args = ServeArgs {
         admin_token: Some(TOKEN.into()),
         max_ttl: Duration::from_secs(300),
-        ..ServeArgs::local(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/catalog.toml"), dir.path().join("e2e.db").display().to_string())
+        ..ServeArgs::local(
+            concat!(env!("CARGO_MANIFEST_DIR"), "/examples/catalog.toml"),
+            dir.path().join("e2e.db").display().to_string(),
+        )
     };
     let running = server::start(&args).await.expect("server starts");
     let url = format!("http://{}", running.grpc_addr);
-    let data = EntitlementServiceClient::connect(url.clone())
-        .await
-        .expect("connect");
+    let data = EntitlementServiceClient::connect(url.clone()).await.expect("connect");
     let admin = AdminServiceClient::connect(url).await.expect("connect");
-    Harness {
-        running,
-        data,
-        admin,
-        _dir: dir,
-    }
+    Harness { running, data, admin, _dir: dir }
 }
 
 fn authed<T>(msg: T) -> Request<T> {
     let mut r = Request::new(msg);
-    r.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {TOKEN}").parse().expect("header"),
-    );
+    r.metadata_mut().insert("authorization", format!("Bearer {TOKEN}").parse().expect("header"));
     r
 }
 
@@ -56,44 +49,21 @@ fn now() -> i64 {
 }
 
 fn ts(t: i64) -> Option<prost_types::Timestamp> {
-    Some(prost_types::Timestamp {
-        seconds: t,
-        nanos: 0,
-    })
+    Some(prost_types::Timestamp { seconds: t, nanos: 0 })
 }
 
 impl Harness {
     async fn check(&mut self, tenant: &str, feature: &str) -> pb::Decision {
-        let req = CheckRequest {
-            tenant_id: tenant.into(),
-            feature: feature.into(),
-            ..Default::default()
-        };
-        self.data
-            .check(req)
-            .await
-            .expect("check")
-            .into_inner()
-            .decision
-            .expect("decision")
+        let req = CheckRequest { tenant_id: tenant.into(), feature: feature.into(), ..Default::default() };
+        self.data.check(req).await.expect("check").into_inner().decision.expect("decision")
     }
 
     fn loads(&self) -> u64 {
-        self.running
-            .service
-            .stats
-            .store_loads
-            .load(Ordering::Relaxed)
+        self.running.service.stats.store_loads.load(Ordering::Relaxed)
     }
 
     async fn revision(&mut self, tenant: &str) -> u64 {
-        let t = self
-            .admin
-            .get_tenant(authed(GetTenantRequest {
-                tenant_id: tenant.into(),
-            }))
-            .await
-            .expect("get");
+        let t = self.admin.get_tenant(authed(GetTenantRequest { tenant_id: tenant.into() })).await.expect("get");
         t.into_inner().tenant.map_or(0, |t| t.revision)
     }
 
@@ -126,10 +96,7 @@ async fn cache_hit_touches_no_store() {
 #[tokio::test]
 async fn admin_mutation_is_visible_to_the_next_check() {
     let mut h = start().await;
-    assert_eq!(
-        h.check("acme", "teams_integration").await.reason(),
-        Reason::AddonRequired
-    );
+    assert_eq!(h.check("acme", "teams_integration").await.reason(), Reason::AddonRequired);
     let grant = GrantAddOnRequest {
         tenant_id: "acme".into(),
         actor: "alice".into(),
@@ -137,13 +104,7 @@ async fn admin_mutation_is_visible_to_the_next_check() {
         addon: "teams".into(),
         ..Default::default()
     };
-    let rev = h
-        .admin
-        .grant_add_on(authed(grant))
-        .await
-        .expect("grant")
-        .into_inner()
-        .revision;
+    let rev = h.admin.grant_add_on(authed(grant)).await.expect("grant").into_inner().revision;
     let d = h.check("acme", "teams_integration").await;
     assert!(d.allowed);
     assert_eq!(d.source(), pb::Source::Addon);
@@ -156,13 +117,7 @@ async fn admin_mutation_is_visible_to_the_next_check() {
         rationale: "ended".into(),
         addon: "teams".into(),
     };
-    let rev2 = h
-        .admin
-        .revoke_add_on(authed(revoke))
-        .await
-        .expect("revoke")
-        .into_inner()
-        .revision;
+    let rev2 = h.admin.revoke_add_on(authed(revoke)).await.expect("revoke").into_inner().revision;
     assert!(rev2 > rev);
     // min_revision: read-your-writes even if something had been cached in between.
     let req = CheckRequest {
@@ -171,14 +126,7 @@ async fn admin_mutation_is_visible_to_the_next_check() {
         min_revision: Some(rev2),
         ..Default::default()
     };
-    let d = h
-        .data
-        .check(req)
-        .await
-        .expect("check")
-        .into_inner()
-        .decision
-        .expect("decision");
+    let d = h.data.check(req).await.expect("check").into_inner().decision.expect("decision");
     assert!(!d.allowed);
     assert_eq!(d.revision, rev2);
     assert_eq!(h.audit_len("acme").await, 2);
@@ -200,10 +148,7 @@ async fn trial_threshold_is_crossed_by_time_alone() {
     };
     h.admin.put_tenant(authed(put)).await.expect("put");
     let before = h.check("trial-co", "audit_log").await;
-    assert!(
-        before.allowed,
-        "the trial plan (premium) includes audit_log"
-    );
+    assert!(before.allowed, "the trial plan (premium) includes audit_log");
     assert_eq!(before.phase(), Phase::Trialing);
     assert!(before.notices.is_empty());
     let loads = h.loads();
@@ -213,11 +158,7 @@ async fn trial_threshold_is_crossed_by_time_alone() {
     assert_eq!(after.notices.len(), 1, "{after:?}");
     assert_eq!(after.notices[0].kind(), NoticeKind::TrialEnding);
     assert_eq!(after.notices[0].days_left, 7);
-    assert_eq!(
-        h.loads(),
-        loads + 1,
-        "the entry expired at valid_until and was reloaded once"
-    );
+    assert_eq!(h.loads(), loads + 1, "the entry expired at valid_until and was reloaded once");
     assert_eq!(h.revision("trial-co").await, revision, "no write happened");
     h.running.stop().await.expect("stop");
 }
@@ -234,14 +175,7 @@ async fn a_check_sees_usage_recorded_a_moment_before() {
             idempotency_key: format!("k{i}"),
             enforce: true,
         };
-        assert!(
-            h.data
-                .record_usage(r)
-                .await
-                .expect("record")
-                .into_inner()
-                .applied
-        );
+        assert!(h.data.record_usage(r).await.expect("record").into_inner().applied);
     }
     let d = h.check("u1", "review_packs").await;
     assert!(!d.allowed, "free allows 5 review packs a month");
@@ -257,20 +191,10 @@ async fn a_check_sees_usage_recorded_a_moment_before() {
         idempotency_key: "k-over".into(),
         enforce: true,
     };
-    let r = h
-        .data
-        .record_usage(over.clone())
-        .await
-        .expect("record")
-        .into_inner();
+    let r = h.data.record_usage(over.clone()).await.expect("record").into_inner();
     assert!(!r.applied && !r.duplicate);
     assert_eq!(r.reason(), Reason::LimitExceeded);
-    let again = h
-        .data
-        .record_usage(over)
-        .await
-        .expect("record")
-        .into_inner();
+    let again = h.data.record_usage(over).await.expect("record").into_inner();
     assert!(again.duplicate && !again.applied);
     assert_eq!(again.used, 5);
     h.running.stop().await.expect("stop");
@@ -302,52 +226,20 @@ async fn bad_input_is_invalid_argument_and_changes_nothing() {
     let expect_invalid = |res: Result<tonic::Status, ()>, field: &str| {
         let status = res.expect("an error status");
         assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-        assert!(
-            status.message().contains(field),
-            "message {:?} should name {field}",
-            status.message()
-        );
+        assert!(status.message().contains(field), "message {:?} should name {field}", status.message());
     };
     for bad in ["", &"x".repeat(129), "a b", "naïve", "semi;colon"] {
-        let req = CheckRequest {
-            tenant_id: bad.into(),
-            feature: "seats".into(),
-            ..Default::default()
-        };
-        expect_invalid(
-            h.data.check(req).await.map(|_| ()).err().ok_or(()),
-            "tenant_id",
-        );
+        let req = CheckRequest { tenant_id: bad.into(), feature: "seats".into(), ..Default::default() };
+        expect_invalid(h.data.check(req).await.map(|_| ()).err().ok_or(()), "tenant_id");
     }
-    let neg = CheckRequest {
-        tenant_id: "t1".into(),
-        feature: "seats".into(),
-        quantity: Some(-1),
-        ..Default::default()
-    };
+    let neg =
+        CheckRequest { tenant_id: "t1".into(), feature: "seats".into(), quantity: Some(-1), ..Default::default() };
     expect_invalid(h.data.check(neg).await.err().ok_or(()), "quantity");
-    let set_counter = RecordUsageRequest {
-        mode: UsageMode::Set as i32,
-        idempotency_key: "s".into(),
-        ..record.clone()
-    };
-    expect_invalid(
-        h.data.record_usage(set_counter).await.err().ok_or(()),
-        "mode",
-    );
-    let no_key = RecordUsageRequest {
-        idempotency_key: String::new(),
-        ..record.clone()
-    };
-    expect_invalid(
-        h.data.record_usage(no_key).await.err().ok_or(()),
-        "idempotency_key",
-    );
-    let overflow = RecordUsageRequest {
-        value: i64::MAX,
-        idempotency_key: "huge".into(),
-        ..record.clone()
-    };
+    let set_counter = RecordUsageRequest { mode: UsageMode::Set as i32, idempotency_key: "s".into(), ..record.clone() };
+    expect_invalid(h.data.record_usage(set_counter).await.err().ok_or(()), "mode");
+    let no_key = RecordUsageRequest { idempotency_key: String::new(), ..record.clone() };
+    expect_invalid(h.data.record_usage(no_key).await.err().ok_or(()), "idempotency_key");
+    let overflow = RecordUsageRequest { value: i64::MAX, idempotency_key: "huge".into(), ..record.clone() };
     expect_invalid(h.data.record_usage(overflow).await.err().ok_or(()), "value");
     let no_rationale = SetOverrideRequest {
         tenant_id: "t1".into(),
@@ -356,14 +248,7 @@ async fn bad_input_is_invalid_argument_and_changes_nothing() {
         value: Some(set_override_request::Value::Number(50)),
         ..Default::default()
     };
-    expect_invalid(
-        h.admin
-            .set_override(authed(no_rationale))
-            .await
-            .err()
-            .ok_or(()),
-        "rationale",
-    );
+    expect_invalid(h.admin.set_override(authed(no_rationale)).await.err().ok_or(()), "rationale");
     let wrong_kind = SetOverrideRequest {
         tenant_id: "t1".into(),
         actor: "a".into(),
@@ -372,14 +257,7 @@ async fn bad_input_is_invalid_argument_and_changes_nothing() {
         value: Some(set_override_request::Value::Enabled(true)),
         ..Default::default()
     };
-    expect_invalid(
-        h.admin
-            .set_override(authed(wrong_kind))
-            .await
-            .err()
-            .ok_or(()),
-        "value",
-    );
+    expect_invalid(h.admin.set_override(authed(wrong_kind)).await.err().ok_or(()), "value");
     let bad_plan = AssignPlanRequest {
         tenant_id: "t1".into(),
         actor: "a".into(),
@@ -387,10 +265,7 @@ async fn bad_input_is_invalid_argument_and_changes_nothing() {
         plan: "platinum".into(),
         ..Default::default()
     };
-    expect_invalid(
-        h.admin.assign_plan(authed(bad_plan)).await.err().ok_or(()),
-        "plan",
-    );
+    expect_invalid(h.admin.assign_plan(authed(bad_plan)).await.err().ok_or(()), "plan");
     let bad_addon = GrantAddOnRequest {
         tenant_id: "t1".into(),
         actor: "a".into(),
@@ -398,35 +273,15 @@ async fn bad_input_is_invalid_argument_and_changes_nothing() {
         addon: "sso_pack".into(),
         ..Default::default()
     };
-    expect_invalid(
-        h.admin
-            .grant_add_on(authed(bad_addon))
-            .await
-            .err()
-            .ok_or(()),
-        "addon",
-    );
-    let unknown_feature_usage = RecordUsageRequest {
-        feature: "nope".into(),
-        ..record.clone()
-    };
-    expect_invalid(
-        h.data
-            .record_usage(unknown_feature_usage)
-            .await
-            .err()
-            .ok_or(()),
-        "feature",
-    );
+    expect_invalid(h.admin.grant_add_on(authed(bad_addon)).await.err().ok_or(()), "addon");
+    let unknown_feature_usage = RecordUsageRequest { feature: "nope".into(), ..record.clone() };
+    expect_invalid(h.data.record_usage(unknown_feature_usage).await.err().ok_or(()), "feature");
 
     assert_eq!(h.revision("t1").await, rev, "nothing changed");
     assert_eq!(h.audit_len("t1").await, audit, "nothing audited");
     let usage = h
         .data
-        .usage(UsageRequest {
-            tenant_id: "t1".into(),
-            features: vec!["review_packs".into()],
-        })
+        .usage(UsageRequest { tenant_id: "t1".into(), features: vec!["review_packs".into()] })
         .await
         .expect("usage");
     assert_eq!(usage.into_inner().usage[0].used, 2, "usage unchanged");
@@ -440,36 +295,15 @@ async fn bad_input_is_invalid_argument_and_changes_nothing() {
 #[tokio::test]
 async fn admin_plane_requires_the_token() {
     let mut h = start().await;
-    let req = || GetTenantRequest {
-        tenant_id: "t1".into(),
-    };
+    let req = || GetTenantRequest { tenant_id: "t1".into() };
     let status = h.admin.get_tenant(req()).await.expect_err("no token");
     assert_eq!(status.code(), Code::Unauthenticated);
     let mut wrong = Request::new(req());
-    wrong
-        .metadata_mut()
-        .insert("authorization", "Bearer nope".parse().expect("header"));
-    assert_eq!(
-        h.admin
-            .get_tenant(wrong)
-            .await
-            .expect_err("wrong token")
-            .code(),
-        Code::Unauthenticated
-    );
+    wrong.metadata_mut().insert("authorization", "Bearer nope".parse().expect("header"));
+    assert_eq!(h.admin.get_tenant(wrong).await.expect_err("wrong token").code(), Code::Unauthenticated);
     let mut basic = Request::new(req());
-    basic.metadata_mut().insert(
-        "authorization",
-        format!("Basic {TOKEN}").parse().expect("header"),
-    );
-    assert_eq!(
-        h.admin
-            .get_tenant(basic)
-            .await
-            .expect_err("wrong scheme")
-            .code(),
-        Code::Unauthenticated
-    );
+    basic.metadata_mut().insert("authorization", format!("Basic {TOKEN}").parse().expect("header"));
+    assert_eq!(h.admin.get_tenant(basic).await.expect_err("wrong scheme").code(), Code::Unauthenticated);
     assert!(h.admin.get_tenant(authed(req())).await.is_ok());
     h.running.stop().await.expect("stop");
 }
@@ -478,56 +312,26 @@ async fn admin_plane_requires_the_token() {
 async fn health_and_reflection_are_served() {
     let h = start().await;
     let url = format!("http://{}", h.running.grpc_addr);
-    let channel = Channel::from_shared(url)
-        .expect("url")
-        .connect()
-        .await
-        .expect("connect");
+    let channel = Channel::from_shared(url).expect("url").connect().await.expect("connect");
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
-    let r = health
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .expect("health");
-    assert_eq!(
-        r.into_inner().status(),
-        tonic_health::pb::health_check_response::ServingStatus::Serving
-    );
+    let r = health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.expect("health");
+    assert_eq!(r.into_inner().status(), tonic_health::pb::health_check_response::ServingStatus::Serving);
 
     use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1alpha::{
-        ServerReflectionRequest, server_reflection_request::MessageRequest,
-        server_reflection_response::MessageResponse,
+        ServerReflectionRequest, server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
     };
     let mut refl = ServerReflectionClient::new(channel);
     let req = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
     };
-    let mut stream = refl
-        .server_reflection_info(tokio_stream::iter(vec![req]))
-        .await
-        .expect("reflection")
-        .into_inner();
-    let msg = stream
-        .message()
-        .await
-        .expect("message")
-        .expect("one response");
-    let Some(MessageResponse::ListServicesResponse(list)) = msg.message_response else {
-        panic!("unexpected {msg:?}")
-    };
+    let mut stream = refl.server_reflection_info(tokio_stream::iter(vec![req])).await.expect("reflection").into_inner();
+    let msg = stream.message().await.expect("message").expect("one response");
+    let Some(MessageResponse::ListServicesResponse(list)) = msg.message_response else { panic!("unexpected {msg:?}") };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    for want in [
-        "entitlements.v1.EntitlementService",
-        "entitlements.v1.AdminService",
-        "grpc.health.v1.Health",
-    ] {
-        assert!(
-            names.iter().any(|n| n == want),
-            "{want} missing from {names:?}"
-        );
+    for want in ["entitlements.v1.EntitlementService", "entitlements.v1.AdminService", "grpc.health.v1.Health"] {
+        assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
     }
     let http = format!("http://{}/readyz", h.running.http_addr);
     let body = http_get(&http).await;
@@ -541,11 +345,9 @@ async fn http_get(url: &str) -> String {
     let rest = url.strip_prefix("http://").expect("http url");
     let (host, path) = rest.split_once('/').expect("path");
     let mut s = tokio::net::TcpStream::connect(host).await.expect("connect");
-    s.write_all(
-        format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .expect("write");
+    s.write_all(format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
     let mut out = String::new();
     s.read_to_string(&mut out).await.expect("read");
     out
@@ -576,16 +378,8 @@ fn catalog_check_reports_every_problem_and_fails() {
         assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
     }
     let ok = std::process::Command::new(env!("CARGO_BIN_EXE_entitlements"))
-        .args([
-            "catalog",
-            "check",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/examples/catalog.toml"),
-        ])
+        .args(["catalog", "check", concat!(env!("CARGO_MANIFEST_DIR"), "/examples/catalog.toml")])
         .output()
         .expect("run");
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
 }

@@ -35,8 +35,8 @@ use entitlements::resolve::{PlanSource, ResolvedTenant, resolve};
 use entitlements::server::{self, Running, load_catalog};
 use entitlements::store::{Mutation, TrialExtension};
 use entitlements::tenant::{
-    AddOnGrant, Change, DAY, GrantOrigin, Override, PlanAssignment, Subscription,
-    SubscriptionStatus, TenantState, Trial, UnixTime, validate_tenant_id,
+    AddOnGrant, Change, DAY, GrantOrigin, Override, PlanAssignment, Subscription, SubscriptionStatus, TenantState,
+    Trial, UnixTime, validate_tenant_id,
 };
 use entitlements::usage;
 use serde::Deserialize;
@@ -81,13 +81,8 @@ impl fmt::Display for Rel {
 }
 
 fn parse_rel(src: &str) -> Result<i64, String> {
-    let bad =
-        |why: &str| format!("bad time `{src}`: {why} (write e.g. \"T0\", \"T0+14d\", \"T0-2h\")");
-    let mut rest = src
-        .trim()
-        .strip_prefix("T0")
-        .ok_or_else(|| bad("must start with T0"))?
-        .trim_start();
+    let bad = |why: &str| format!("bad time `{src}`: {why} (write e.g. \"T0\", \"T0+14d\", \"T0-2h\")");
+    let mut rest = src.trim().strip_prefix("T0").ok_or_else(|| bad("must start with T0"))?.trim_start();
     let mut total: i64 = 0;
     while !rest.is_empty() {
         let sign = match rest.as_bytes()[0] {
@@ -96,12 +91,8 @@ fn parse_rel(src: &str) -> Result<i64, String> {
             _ => return Err(bad("expected + or -")),
         };
         rest = rest[1..].trim_start();
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let n: i64 = rest[..digits]
-            .parse()
-            .map_err(|_| bad("expected a number"))?;
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let n: i64 = rest[..digits].parse().map_err(|_| bad("expected a number"))?;
         let unit = match rest[digits..].chars().next() {
             Some('d') => DAY,
             Some('h') => 3600,
@@ -109,10 +100,7 @@ fn parse_rel(src: &str) -> Result<i64, String> {
             Some('s') => 1,
             _ => return Err(bad("expected a unit d, h, m or s")),
         };
-        total = n
-            .checked_mul(unit)
-            .and_then(|x| total.checked_add(sign * x))
-            .ok_or_else(|| bad("overflow"))?;
+        total = n.checked_mul(unit).and_then(|x| total.checked_add(sign * x)).ok_or_else(|| bad("overflow"))?;
         rest = rest[digits + 1..].trim_start();
     }
     Ok(total)
@@ -437,15 +425,10 @@ impl Step {
             Step::RecordUsage(s) => format!("record_usage {} {:?} {}", s.feature, s.mode, s.value),
             Step::StripeSubscription(s) => format!("stripe_subscription {} ({})", s.id, s.status),
             Step::Check(s) => check_label("check", s, s.at),
-            Step::CheckBatch(s) => format!(
-                "check_batch of {}{}",
-                s.items.len(),
-                s.at.map(|a| format!(" at {a}")).unwrap_or_default()
-            ),
-            Step::Explain(s) => format!(
-                "explain{}",
-                s.at.map(|a| format!(" at {a}")).unwrap_or_default()
-            ),
+            Step::CheckBatch(s) => {
+                format!("check_batch of {}{}", s.items.len(), s.at.map(|a| format!(" at {a}")).unwrap_or_default())
+            }
+            Step::Explain(s) => format!("explain{}", s.at.map(|a| format!(" at {a}")).unwrap_or_default()),
             Step::Usage(s) => format!("usage {}", s.feature),
         }
     }
@@ -508,33 +491,17 @@ fn load_all() -> Vec<Loaded> {
         .filter(|p| p.extension().is_some_and(|x| x == "toml"))
         .collect();
     files.sort();
-    assert!(
-        !files.is_empty(),
-        "no scenario files (*.toml) found in {}",
-        dir.display()
-    );
+    assert!(!files.is_empty(), "no scenario files (*.toml) found in {}", dir.display());
     let mut problems = Vec::new();
     let mut out = Vec::new();
     for path in files {
-        let file = path.file_name().map_or_else(
-            || path.display().to_string(),
-            |n| n.to_string_lossy().into_owned(),
-        );
+        let file = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
         match load_one(&path) {
-            Ok((scenario, catalog_path, catalog)) => out.push(Loaded {
-                file,
-                scenario,
-                catalog_path,
-                catalog,
-            }),
+            Ok((scenario, catalog_path, catalog)) => out.push(Loaded { file, scenario, catalog_path, catalog }),
             Err(e) => problems.push(format!("{file}: {e}")),
         }
     }
-    assert!(
-        problems.is_empty(),
-        "invalid scenario file(s):\n{}",
-        problems.join("\n")
-    );
+    assert!(problems.is_empty(), "invalid scenario file(s):\n{}", problems.join("\n"));
     out
 }
 
@@ -567,14 +534,10 @@ fn is_phase(s: &str) -> bool {
     proto_name("PHASE_", s, |n| pb::Phase::from_str_name(n).is_some())
 }
 fn is_notice(s: &str) -> bool {
-    proto_name("NOTICE_KIND_", s, |n| {
-        pb::NoticeKind::from_str_name(n).is_some()
-    })
+    proto_name("NOTICE_KIND_", s, |n| pb::NoticeKind::from_str_name(n).is_some())
 }
 fn is_plan_source(s: &str) -> bool {
-    proto_name("PLAN_SOURCE_", s, |n| {
-        pb::PlanSource::from_str_name(n).is_some()
-    })
+    proto_name("PLAN_SOURCE_", s, |n| pb::PlanSource::from_str_name(n).is_some())
 }
 
 const CODES: &[&str] = &[
@@ -633,31 +596,24 @@ fn validate(s: &Scenario, c: &Catalog) -> Result<(), String> {
         if let Some(code) = step.expect_error()
             && !CODES.contains(&code)
         {
-            return Err(at(format!(
-                "expect_error `{code}` is not a gRPC status code name (e.g. INVALID_ARGUMENT)"
-            )));
+            return Err(at(format!("expect_error `{code}` is not a gRPC status code name (e.g. INVALID_ARGUMENT)")));
         }
         match step {
             Step::StripeSubscription(sub) => {
                 if !s.core_only {
-                    return Err(at("Stripe subscriptions cannot be created over gRPC yet: mark the scenario `core_only = true`".into()));
+                    return Err(at(
+                        "Stripe subscriptions cannot be created over gRPC yet: mark the scenario `core_only = true`"
+                            .into(),
+                    ));
                 }
                 SubscriptionStatus::parse(&sub.status)
                     .ok_or_else(|| at(format!("unknown subscription status `{}`", sub.status)))?;
             }
             Step::SetOverride(o) => {
-                let set = [
-                    o.enabled.is_some(),
-                    o.number.is_some(),
-                    o.unlimited.is_some(),
-                ]
-                .iter()
-                .filter(|&&b| b)
-                .count();
+                let set =
+                    [o.enabled.is_some(), o.number.is_some(), o.unlimited.is_some()].iter().filter(|&&b| b).count();
                 if set > 1 {
-                    return Err(at(
-                        "set at most one of enabled, number, unlimited (a oneof)".into(),
-                    ));
+                    return Err(at("set at most one of enabled, number, unlimited (a oneof)".into()));
                 }
             }
             Step::ExtendTrial(e) if e.days.is_some() && e.trial_end.is_some() => {
@@ -669,12 +625,10 @@ fn validate(s: &Scenario, c: &Catalog) -> Result<(), String> {
                     return Err(at("a batch needs items".into()));
                 }
                 for (j, item) in b.items.iter().enumerate() {
-                    let item_at =
-                        |why: String| at(format!("item {} ({}): {why}", j + 1, item.feature));
+                    let item_at = |why: String| at(format!("item {} ({}): {why}", j + 1, item.feature));
                     if item.tenant.is_some() || item.at.is_some() || item.expect_error.is_some() {
                         return Err(item_at(
-                            "`tenant`, `at` and `expect_error` belong on the batch, not its items"
-                                .into(),
+                            "`tenant`, `at` and `expect_error` belong on the batch, not its items".into(),
                         ));
                     }
                     if b.expect_error.is_none() {
@@ -703,12 +657,7 @@ fn validate(s: &Scenario, c: &Catalog) -> Result<(), String> {
     Ok(())
 }
 
-fn validate_check(
-    ch: &CheckStep,
-    at: Option<Rel>,
-    c: &Catalog,
-    metered_with_usage: &[&str],
-) -> Result<(), String> {
+fn validate_check(ch: &CheckStep, at: Option<Rel>, c: &Catalog, metered_with_usage: &[&str]) -> Result<(), String> {
     if ch.expect_error.is_some() {
         return Ok(());
     }
@@ -730,9 +679,7 @@ fn validate_check(
         ("reason", &ch.reason, is_reason as fn(&str) -> bool),
         ("source", &ch.source, is_source),
         ("phase", &ch.phase, is_phase),
-        ("shadow_denial", &ch.shadow_denial, |s: &str| {
-            s == "NONE" || is_reason(s)
-        }),
+        ("shadow_denial", &ch.shadow_denial, |s: &str| s == "NONE" || is_reason(s)),
     ] {
         if let Some(v) = v
             && !ok(v)
@@ -784,11 +731,7 @@ struct Observed {
 
 impl fmt::Display for Observed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "allowed={} reason={} source={} upgrade={}",
-            self.allowed, self.reason, self.source, self.upgrade
-        )?;
+        write!(f, "allowed={} reason={} source={} upgrade={}", self.allowed, self.reason, self.source, self.upgrade)?;
         if let Some(l) = self.limit {
             write!(f, " limit={l}")?;
         }
@@ -824,30 +767,16 @@ impl Mismatches {
     }
     fn notices(&mut self, expected: Option<&Vec<String>>, got: &[(String, i64)]) {
         let Some(expected) = expected else { return };
-        let parsed: Vec<(String, Option<i64>)> = expected
-            .iter()
-            .filter_map(|n| parse_notice(n).ok())
-            .collect();
+        let parsed: Vec<(String, Option<i64>)> = expected.iter().filter_map(|n| parse_notice(n).ok()).collect();
         let same = parsed.len() == got.len()
-            && parsed
-                .iter()
-                .zip(got)
-                .all(|((ek, ed), (gk, gd))| ek == gk && ed.is_none_or(|d| d == *gd));
+            && parsed.iter().zip(got).all(|((ek, ed), (gk, gd))| ek == gk && ed.is_none_or(|d| d == *gd));
         if !same {
             let got: Vec<String> = got.iter().map(|(k, d)| format!("{k}({d})")).collect();
-            self.0
-                .push(format!("notices: expected {expected:?}, got {got:?}"));
+            self.0.push(format!("notices: expected {expected:?}, got {got:?}"));
         }
     }
     fn into_result(self, observed: &dyn fmt::Display) -> Result<(), String> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(format!(
-                "{}\n        observed: {observed}",
-                self.0.join("; ")
-            ))
-        }
+        if self.0.is_empty() { Ok(()) } else { Err(format!("{}\n        observed: {observed}", self.0.join("; "))) }
     }
 }
 
@@ -863,11 +792,7 @@ fn compare_decision(e: &CheckStep, o: &Observed) -> Result<(), String> {
     m.eq("unlimited", e.unlimited, o.unlimited);
     m.eq("phase", e.phase.as_deref(), o.phase.as_str());
     m.eq("plan", e.plan.as_deref(), o.plan.as_str());
-    m.eq(
-        "shadow_denial",
-        e.shadow_denial.as_deref(),
-        o.shadow_denial.as_str(),
-    );
+    m.eq("shadow_denial", e.shadow_denial.as_deref(), o.shadow_denial.as_str());
     m.notices(e.notices.as_ref(), &o.notices);
     m.into_result(o)
 }
@@ -923,11 +848,7 @@ fn compare_explain(e: &ExplainStep, o: &ObservedExplain) -> Result<(), String> {
     let mut m = Mismatches::new();
     m.eq("known", e.known, o.known);
     m.eq("plan", e.plan.as_deref(), o.plan.as_str());
-    m.eq(
-        "plan_source",
-        e.plan_source.as_deref(),
-        o.plan_source.as_str(),
-    );
+    m.eq("plan_source", e.plan_source.as_deref(), o.plan_source.as_str());
     m.eq("phase", e.phase.as_deref(), o.phase.as_str());
     m.eq("trial_days_left", e.trial_days_left, o.trial_days_left);
     m.notices(e.notices.as_ref(), &o.notices);
@@ -969,10 +890,7 @@ struct RpcError {
 }
 
 fn invalid(message: impl Into<String>) -> RpcError {
-    RpcError {
-        code: "INVALID_ARGUMENT".into(),
-        message: message.into(),
-    }
+    RpcError { code: "INVALID_ARGUMENT".into(), message: message.into() }
 }
 
 /// Settle a step's result against its `expect_error`: `Ok(Some(v))` to go on comparing `v`,
@@ -982,10 +900,7 @@ fn settle<T>(expect_error: Option<&str>, r: Result<T, RpcError>) -> Result<Optio
         (None, Ok(v)) => Ok(Some(v)),
         (None, Err(e)) => Err(format!("unexpected error {}: {}", e.code, e.message)),
         (Some(want), Err(e)) if e.code == want => Ok(None),
-        (Some(want), Err(e)) => Err(format!(
-            "expected error {want}, got {}: {}",
-            e.code, e.message
-        )),
+        (Some(want), Err(e)) => Err(format!("expected error {want}, got {}: {}", e.code, e.message)),
         (Some(want), Ok(_)) => Err(format!("expected error {want}, but the call succeeded")),
     }
 }
@@ -998,14 +913,7 @@ struct Outcomes {
 }
 
 impl Outcomes {
-    fn report(
-        &mut self,
-        path: PathKind,
-        file: &str,
-        index: usize,
-        step: &Step,
-        r: Result<(), String>,
-    ) {
+    fn report(&mut self, path: PathKind, file: &str, index: usize, step: &Step, r: Result<(), String>) {
         let at = format!("{file}: step {} `{}`", index + 1, step.label());
         match (step.known_bug().and_then(|k| k.on(path)), r) {
             (None, Ok(())) => {}
@@ -1015,18 +923,15 @@ impl Outcomes {
                 self.known_bugs.push(format!("{at}: {bug}"));
             }
             (Some(bug), Ok(())) => {
-                self.failures.push(format!("{at}: marked as a known bug ({bug}) but passes now: remove the `known_bug` marker"));
+                self.failures
+                    .push(format!("{at}: marked as a known bug ({bug}) but passes now: remove the `known_bug` marker"));
             }
         }
     }
 
     fn finish(self, path: &str) {
         if !self.known_bugs.is_empty() {
-            println!(
-                "{path}: {} known bug(s) tolerated:\n  {}",
-                self.known_bugs.len(),
-                self.known_bugs.join("\n  ")
-            );
+            println!("{path}: {} known bug(s) tolerated:\n  {}", self.known_bugs.len(), self.known_bugs.join("\n  "));
         }
         assert!(
             self.failures.is_empty(),
@@ -1087,12 +992,7 @@ fn observe_core(r: &ResolvedTenant, d: &Decision) -> Observed {
         unlimited: d.unlimited(),
         phase: r.lifecycle.phase.as_str().into(),
         plan: r.plan_key().into(),
-        notices: r
-            .lifecycle
-            .notices
-            .iter()
-            .map(|n| (notice_name(n.kind).to_string(), n.days_left))
-            .collect(),
+        notices: r.lifecycle.notices.iter().map(|n| (notice_name(n.kind).to_string(), n.days_left)).collect(),
         shadow_denial: d.shadow_denial.map_or("NONE", Reason::as_str).into(),
     }
 }
@@ -1107,11 +1007,7 @@ fn core_intent(i: Option<IntentArg>) -> Intent {
 /// What the admin plane and the service refuse, as the same rules (admin.rs `required`,
 /// `Service::mutate` and `Service::validate`); the core path checks `expect_error` with them.
 fn required(field: &str, v: &str) -> Result<(), RpcError> {
-    if v.trim().is_empty() {
-        Err(invalid(format!("{field}: is required")))
-    } else {
-        Ok(())
-    }
+    if v.trim().is_empty() { Err(invalid(format!("{field}: is required"))) } else { Ok(()) }
 }
 
 impl CoreWorld {
@@ -1131,10 +1027,7 @@ impl CoreWorld {
     }
 
     fn state(&self, tenant: &str) -> TenantState {
-        self.tenants
-            .get(tenant)
-            .cloned()
-            .unwrap_or_else(|| TenantState::unknown(tenant))
+        self.tenants.get(tenant).cloned().unwrap_or_else(|| TenantState::unknown(tenant))
     }
 
     /// The usage a check sees: the recorded counter when its period is the check's (or later).
@@ -1171,15 +1064,10 @@ impl CoreWorld {
     }
 
     fn admin(&mut self, step: &Step) -> Result<(), String> {
-        let Some(meta) = step.meta() else {
-            unreachable!("not an admin step")
-        };
+        let Some(meta) = step.meta() else { unreachable!("not an admin step") };
         let tenant = self.tenant_id(meta.tenant).to_string();
         let actor = meta.actor.unwrap_or(DEFAULT_ACTOR).to_string();
-        let rationale = meta.rationale.map_or_else(
-            || format!("scenario step: {}", step.label()),
-            str::to_string,
-        );
+        let rationale = meta.rationale.map_or_else(|| format!("scenario step: {}", step.label()), str::to_string);
         let result = self.mutation(step).and_then(|m| {
             required("actor", &actor)?;
             required("rationale", &rationale)?;
@@ -1199,14 +1087,10 @@ impl CoreWorld {
         Ok(match step {
             Step::PutTenant(p) => {
                 let trial = match (p.trial_start, p.trial_end) {
-                    (Some(s), Some(e)) => Some(Trial {
-                        start: s.at(t0),
-                        end: e.at(t0),
-                    }),
-                    (Some(s), None) => Some(Trial {
-                        start: s.at(t0),
-                        end: s.at(t0) + self.catalog.lifecycle.trial_days * DAY,
-                    }),
+                    (Some(s), Some(e)) => Some(Trial { start: s.at(t0), end: e.at(t0) }),
+                    (Some(s), None) => {
+                        Some(Trial { start: s.at(t0), end: s.at(t0) + self.catalog.lifecycle.trial_days * DAY })
+                    }
                     (None, Some(_)) => {
                         return Err(invalid("trial_start: is required when trial_end is set"));
                     }
@@ -1220,31 +1104,20 @@ impl CoreWorld {
             }
             Step::AssignPlan(a) => {
                 required("plan", &a.plan)?;
-                Mutation::AssignPlan {
-                    plan: a.plan.clone(),
-                    expires_at: a.expires_at.map(|e| e.at(t0)),
-                }
+                Mutation::AssignPlan { plan: a.plan.clone(), expires_at: a.expires_at.map(|e| e.at(t0)) }
             }
-            Step::UnassignPlan(u) => Mutation::UnassignPlan {
-                plan: (!u.plan.is_empty()).then(|| u.plan.clone()),
-            },
+            Step::UnassignPlan(u) => Mutation::UnassignPlan { plan: (!u.plan.is_empty()).then(|| u.plan.clone()) },
             Step::GrantAddon(g) => {
                 required("addon", &g.addon)?;
                 let quantity = match g.quantity {
                     None | Some(0) => 1,
                     Some(q) => q,
                 };
-                Mutation::GrantAddOn {
-                    addon: g.addon.clone(),
-                    quantity,
-                    expires_at: g.expires_at.map(|e| e.at(t0)),
-                }
+                Mutation::GrantAddOn { addon: g.addon.clone(), quantity, expires_at: g.expires_at.map(|e| e.at(t0)) }
             }
             Step::RevokeAddon(r) => {
                 required("addon", &r.addon)?;
-                Mutation::RevokeAddOn {
-                    addon: r.addon.clone(),
-                }
+                Mutation::RevokeAddOn { addon: r.addon.clone() }
             }
             Step::SetOverride(o) => {
                 required("feature", &o.feature)?;
@@ -1253,22 +1126,14 @@ impl CoreWorld {
                     (_, Some(n), _) => Value::Number(n),
                     (_, _, Some(true)) => Value::Unlimited,
                     _ => {
-                        return Err(invalid(
-                            "value: set one of `enabled`, `number` or `unlimited: true`",
-                        ));
+                        return Err(invalid("value: set one of `enabled`, `number` or `unlimited: true`"));
                     }
                 };
-                Mutation::SetOverride {
-                    feature: o.feature.clone(),
-                    value,
-                    expires_at: o.expires_at.map(|e| e.at(t0)),
-                }
+                Mutation::SetOverride { feature: o.feature.clone(), value, expires_at: o.expires_at.map(|e| e.at(t0)) }
             }
             Step::ClearOverride(c) => {
                 required("feature", &c.feature)?;
-                Mutation::ClearOverride {
-                    feature: c.feature.clone(),
-                }
+                Mutation::ClearOverride { feature: c.feature.clone() }
             }
             Step::ExtendTrial(e) => {
                 let extension = match (e.days, e.trial_end) {
@@ -1291,18 +1156,9 @@ impl CoreWorld {
             _ => Ok(()),
         };
         match m {
-            Mutation::PutTenant {
-                stripe_customer_id,
-                trial,
-                ..
-            } => {
-                if stripe_customer_id
-                    .as_ref()
-                    .is_some_and(|c| c.len() > 255 || c.chars().any(char::is_whitespace))
-                {
-                    return Err(invalid(
-                        "stripe_customer_id: at most 255 characters, no whitespace",
-                    ));
+            Mutation::PutTenant { stripe_customer_id, trial, .. } => {
+                if stripe_customer_id.as_ref().is_some_and(|c| c.len() > 255 || c.chars().any(char::is_whitespace)) {
+                    return Err(invalid("stripe_customer_id: at most 255 characters, no whitespace"));
                 }
                 if trial.is_some_and(|t| t.end < t.start) {
                     return Err(invalid("trial_end: must not be before trial_start"));
@@ -1310,8 +1166,7 @@ impl CoreWorld {
                 Ok(())
             }
             Mutation::AssignPlan { plan, expires_at } => {
-                c.plan(plan)
-                    .ok_or_else(|| invalid(format!("plan: unknown plan `{plan}`")))?;
+                c.plan(plan).ok_or_else(|| invalid(format!("plan: unknown plan `{plan}`")))?;
                 future("expires_at", *expires_at)
             }
             Mutation::UnassignPlan { plan } => match plan {
@@ -1319,36 +1174,22 @@ impl CoreWorld {
                 _ => Ok(()),
             },
             Mutation::ExtendTrial { extension } => match extension {
-                TrialExtension::Days(d) if *d <= 0 || *d > 3650 => {
-                    Err(invalid("days: must be between 1 and 3650"))
-                }
+                TrialExtension::Days(d) if *d <= 0 || *d > 3650 => Err(invalid("days: must be between 1 and 3650")),
                 TrialExtension::Until(t) => future("trial_end", Some(*t)),
                 TrialExtension::Days(_) => Ok(()),
             },
-            Mutation::GrantAddOn {
-                addon,
-                quantity,
-                expires_at,
-            } => {
-                c.addon(addon)
-                    .ok_or_else(|| invalid(format!("addon: unknown add-on `{addon}`")))?;
+            Mutation::GrantAddOn { addon, quantity, expires_at } => {
+                c.addon(addon).ok_or_else(|| invalid(format!("addon: unknown add-on `{addon}`")))?;
                 if !(1..=1_000_000).contains(quantity) {
                     return Err(invalid("quantity: must be between 1 and 1000000"));
                 }
                 future("expires_at", *expires_at)
             }
-            Mutation::RevokeAddOn { addon } => c
-                .addon(addon)
-                .map(|_| ())
-                .ok_or_else(|| invalid(format!("addon: unknown add-on `{addon}`"))),
-            Mutation::SetOverride {
-                feature,
-                value,
-                expires_at,
-            } => {
-                let f = c
-                    .feature(feature)
-                    .ok_or_else(|| invalid(format!("feature: unknown feature `{feature}`")))?;
+            Mutation::RevokeAddOn { addon } => {
+                c.addon(addon).map(|_| ()).ok_or_else(|| invalid(format!("addon: unknown add-on `{addon}`")))
+            }
+            Mutation::SetOverride { feature, value, expires_at } => {
+                let f = c.feature(feature).ok_or_else(|| invalid(format!("feature: unknown feature `{feature}`")))?;
                 if !value.fits(f.kind) {
                     return Err(invalid(format!(
                         "value: `{value}` does not fit the {} feature `{feature}`",
@@ -1357,28 +1198,20 @@ impl CoreWorld {
                 }
                 future("expires_at", *expires_at)
             }
-            Mutation::ClearOverride { feature } => c
-                .feature(feature)
-                .map(|_| ())
-                .ok_or_else(|| invalid(format!("feature: unknown feature `{feature}`"))),
+            Mutation::ClearOverride { feature } => {
+                c.feature(feature).map(|_| ()).ok_or_else(|| invalid(format!("feature: unknown feature `{feature}`")))
+            }
         }
     }
 
     /// The store's `apply`: the same upserts and deletions on the in-memory state.
     fn apply(&mut self, tenant: &str, m: &Mutation, actor: &str, rationale: &str) {
         let now = self.t0;
-        let s = self
-            .tenants
-            .entry(tenant.to_string())
-            .or_insert_with(|| TenantState::unknown(tenant));
+        let s = self.tenants.entry(tenant.to_string()).or_insert_with(|| TenantState::unknown(tenant));
         s.known = true;
         s.revision += 1;
         match m {
-            Mutation::PutTenant {
-                stripe_customer_id,
-                trial,
-                archived,
-            } => {
+            Mutation::PutTenant { stripe_customer_id, trial, archived } => {
                 if let Some(c) = stripe_customer_id {
                     s.stripe_customer_id = Some(c.clone());
                 }
@@ -1389,9 +1222,7 @@ impl CoreWorld {
                     s.archived = *a;
                 }
             }
-            Mutation::ExtendTrial { extension } => {
-                s.trial = Some(extend_trial(s.trial, *extension, now))
-            }
+            Mutation::ExtendTrial { extension } => s.trial = Some(extend_trial(s.trial, *extension, now)),
             Mutation::AssignPlan { plan, expires_at } => {
                 s.plan_assignments.retain(|a| &a.plan != plan);
                 s.plan_assignments.push(PlanAssignment {
@@ -1402,16 +1233,11 @@ impl CoreWorld {
                     expires_at: *expires_at,
                 });
             }
-            Mutation::UnassignPlan { plan } => s
-                .plan_assignments
-                .retain(|a| plan.as_ref().is_some_and(|p| &a.plan != p)),
-            Mutation::GrantAddOn {
-                addon,
-                quantity,
-                expires_at,
-            } => {
-                s.addon_grants
-                    .retain(|g| !(&g.addon == addon && g.origin == GrantOrigin::Manual));
+            Mutation::UnassignPlan { plan } => {
+                s.plan_assignments.retain(|a| plan.as_ref().is_some_and(|p| &a.plan != p))
+            }
+            Mutation::GrantAddOn { addon, quantity, expires_at } => {
+                s.addon_grants.retain(|g| !(&g.addon == addon && g.origin == GrantOrigin::Manual));
                 s.addon_grants.push(AddOnGrant {
                     addon: addon.clone(),
                     quantity: *quantity,
@@ -1422,14 +1248,10 @@ impl CoreWorld {
                     expires_at: *expires_at,
                 });
             }
-            Mutation::RevokeAddOn { addon } => s
-                .addon_grants
-                .retain(|g| !(&g.addon == addon && g.origin == GrantOrigin::Manual)),
-            Mutation::SetOverride {
-                feature,
-                value,
-                expires_at,
-            } => {
+            Mutation::RevokeAddOn { addon } => {
+                s.addon_grants.retain(|g| !(&g.addon == addon && g.origin == GrantOrigin::Manual))
+            }
+            Mutation::SetOverride { feature, value, expires_at } => {
                 s.overrides.retain(|o| &o.feature != feature);
                 s.overrides.push(Override {
                     feature: feature.clone(),
@@ -1442,25 +1264,17 @@ impl CoreWorld {
             }
             Mutation::ClearOverride { feature } => s.overrides.retain(|o| &o.feature != feature),
         }
-        s.last_change = Some(Change {
-            actor: actor.into(),
-            at: now,
-            rationale: rationale.into(),
-            origin: "admin".into(),
-        });
+        s.last_change =
+            Some(Change { actor: actor.into(), at: now, rationale: rationale.into(), origin: "admin".into() });
     }
 
     fn stripe_subscription(&mut self, st: &StripeSubscription) {
         let t0 = self.t0;
         let tenant = self.tenant_id(st.tenant.as_deref()).to_string();
-        let s = self
-            .tenants
-            .entry(tenant.clone())
-            .or_insert_with(|| TenantState::unknown(&tenant));
+        let s = self.tenants.entry(tenant.clone()).or_insert_with(|| TenantState::unknown(&tenant));
         s.known = true;
         s.revision += 1;
-        let status = SubscriptionStatus::parse(&st.status)
-            .unwrap_or_else(|| unreachable!("validated at load"));
+        let status = SubscriptionStatus::parse(&st.status).unwrap_or_else(|| unreachable!("validated at load"));
         let event = format!("evt_{}_{}", st.id, s.revision);
         s.subscriptions.retain(|x| x.id != st.id);
         s.subscriptions.push(Subscription {
@@ -1476,27 +1290,20 @@ impl CoreWorld {
             last_event_created: t0,
             last_event_id: event.clone(),
         });
-        s.addon_grants.retain(|g| !matches!(&g.origin, GrantOrigin::Stripe { subscription_id, .. } if subscription_id == &st.id));
+        s.addon_grants
+            .retain(|g| !matches!(&g.origin, GrantOrigin::Stripe { subscription_id, .. } if subscription_id == &st.id));
         for (i, addon) in st.addons.iter().enumerate() {
             s.addon_grants.push(AddOnGrant {
                 addon: addon.clone(),
                 quantity: 1,
-                origin: GrantOrigin::Stripe {
-                    subscription_id: st.id.clone(),
-                    item_id: format!("si_{}_{i}", st.id),
-                },
+                origin: GrantOrigin::Stripe { subscription_id: st.id.clone(), item_id: format!("si_{}_{i}", st.id) },
                 actor: "stripe".into(),
                 rationale: event.clone(),
                 granted_at: t0,
                 expires_at: None,
             });
         }
-        s.last_change = Some(Change {
-            actor: "stripe".into(),
-            at: t0,
-            rationale: String::new(),
-            origin: event,
-        });
+        s.last_change = Some(Change { actor: "stripe".into(), at: t0, rationale: String::new(), origin: event });
     }
 
     /// `Service::record_usage` + the store's conditional upsert, on the in-memory counters.
@@ -1504,9 +1311,8 @@ impl CoreWorld {
         let tenant = self.tenant_id(r.tenant.as_deref()).to_string();
         validate_tenant_id(&tenant).map_err(|e| invalid(format!("tenant_id: {e}")))?;
         let c = Arc::clone(&self.catalog);
-        let fi = c
-            .feature_idx(&r.feature)
-            .ok_or_else(|| invalid(format!("feature: unknown feature `{}`", r.feature)))?;
+        let fi =
+            c.feature_idx(&r.feature).ok_or_else(|| invalid(format!("feature: unknown feature `{}`", r.feature)))?;
         let kind = c.features[fi].kind;
         if !kind.is_metered() {
             return Err(invalid(format!(
@@ -1515,8 +1321,7 @@ impl CoreWorld {
                 kind.name()
             )));
         }
-        if matches!(kind, entitlements::catalog::FeatureKind::Counter(_)) && r.mode == ModeArg::Set
-        {
+        if matches!(kind, entitlements::catalog::FeatureKind::Counter(_)) && r.mode == ModeArg::Set {
             return Err(invalid("mode: a counter takes DELTA, not SET"));
         }
         if r.value < 0 {
@@ -1562,10 +1367,9 @@ impl CoreWorld {
             match (r.mode, row) {
                 (_, None) | (ModeArg::Set, _) => Some((period_start, r.value)),
                 (ModeArg::Delta, Some((p, _))) if p < period_start => Some((period_start, r.value)),
-                (ModeArg::Delta, Some((p, u))) => u
-                    .checked_add(r.value)
-                    .filter(|&t| t <= limit.unwrap_or(i64::MAX))
-                    .map(|t| (p, t)),
+                (ModeArg::Delta, Some((p, u))) => {
+                    u.checked_add(r.value).filter(|&t| t <= limit.unwrap_or(i64::MAX)).map(|t| (p, t))
+                }
             }
         };
         let (applied, used) = match next {
@@ -1587,33 +1391,22 @@ impl CoreWorld {
     }
 
     /// One check: `resolve` + `decide` at T0, or `explain` at `at` (as the server's Explain).
-    fn decide_one(
-        &self,
-        tenant: &str,
-        c: &CheckStep,
-        at: Option<Rel>,
-    ) -> Result<Observed, RpcError> {
+    fn decide_one(&self, tenant: &str, c: &CheckStep, at: Option<Rel>) -> Result<Observed, RpcError> {
         validate_tenant_id(tenant).map_err(|e| invalid(format!("tenant_id: {e}")))?;
         let quantity = c.quantity.unwrap_or(1);
         if quantity < 0 {
-            return Err(invalid(format!(
-                "quantity: must not be negative (got {quantity})"
-            )));
+            return Err(invalid(format!("quantity: must not be negative (got {quantity})")));
         }
         let state = self.state(tenant);
         match at {
             None => {
                 let r = resolve(&self.catalog, &state, self.t0);
-                let used = self
-                    .catalog
-                    .feature_idx(&c.feature)
-                    .map_or(0, |fi| self.used(tenant, &r, fi));
+                let used = self.catalog.feature_idx(&c.feature).map_or(0, |fi| self.used(tenant, &r, fi));
                 let d = decide(&r, &c.feature, quantity, core_intent(c.intent), used);
                 Ok(observe_core(&r, &d))
             }
             Some(at) => {
-                let mut out =
-                    self.explain_decisions(tenant, &state, std::slice::from_ref(&c.feature), at)?;
+                let mut out = self.explain_decisions(tenant, &state, std::slice::from_ref(&c.feature), at)?;
                 Ok(out.remove(0))
             }
         }
@@ -1630,21 +1423,12 @@ impl CoreWorld {
         let now = at.at(self.t0);
         let wanted = features
             .iter()
-            .map(|f| {
-                self.catalog
-                    .feature_idx(f)
-                    .ok_or_else(|| invalid(format!("features: unknown feature `{f}`")))
-            })
+            .map(|f| self.catalog.feature_idx(f).ok_or_else(|| invalid(format!("features: unknown feature `{f}`"))))
             .collect::<Result<Vec<_>, _>>()?;
         let probe = resolve(&self.catalog, state, now);
-        let used: Vec<i64> = (0..self.catalog.features.len())
-            .map(|fi| self.used(tenant, &probe, fi))
-            .collect();
+        let used: Vec<i64> = (0..self.catalog.features.len()).map(|fi| self.used(tenant, &probe, fi)).collect();
         let e = explain(&self.catalog, state, now, Some(&wanted), &|fi| used[fi]);
-        Ok(e.features
-            .iter()
-            .map(|f| observe_core(&e.resolved, &f.decision))
-            .collect())
+        Ok(e.features.iter().map(|f| observe_core(&e.resolved, &f.decision)).collect())
     }
 
     fn check(&self, c: &CheckStep) -> Result<(), String> {
@@ -1658,18 +1442,12 @@ impl CoreWorld {
     fn check_batch(&self, b: &CheckBatch) -> Result<(), String> {
         let tenant = self.tenant_id(b.tenant.as_deref());
         let result = match b.at {
-            None => b
-                .items
-                .iter()
-                .map(|item| self.decide_one(tenant, item, None))
-                .collect::<Result<Vec<_>, _>>(),
+            None => b.items.iter().map(|item| self.decide_one(tenant, item, None)).collect::<Result<Vec<_>, _>>(),
             Some(at) => {
                 let features: Vec<String> = b.items.iter().map(|i| i.feature.clone()).collect();
                 validate_tenant_id(tenant)
                     .map_err(|e| invalid(format!("tenant_id: {e}")))
-                    .and_then(|()| {
-                        self.explain_decisions(tenant, &self.state(tenant), &features, at)
-                    })
+                    .and_then(|()| self.explain_decisions(tenant, &self.state(tenant), &features, at))
             }
         };
         let Some(observed) = settle(b.expect_error.as_deref(), result)? else {
@@ -1680,31 +1458,22 @@ impl CoreWorld {
 
     fn explain(&self, e: &ExplainStep) -> Result<(), String> {
         let tenant = self.tenant_id(e.tenant.as_deref());
-        let result = validate_tenant_id(tenant)
-            .map_err(|err| invalid(format!("tenant_id: {err}")))
-            .map(|()| {
-                let state = self.state(tenant);
-                let now = e.at.map_or(self.t0, |a| a.at(self.t0));
-                let probe = resolve(&self.catalog, &state, now);
-                let used: Vec<i64> = (0..self.catalog.features.len())
-                    .map(|fi| self.used(tenant, &probe, fi))
-                    .collect();
-                let x = explain(&self.catalog, &state, now, None, &|fi| used[fi]);
-                let r = &x.resolved;
-                ObservedExplain {
-                    known: r.known,
-                    plan: r.plan_key().into(),
-                    plan_source: plan_source_name(r.plan.source).into(),
-                    phase: r.lifecycle.phase.as_str().into(),
-                    notices: r
-                        .lifecycle
-                        .notices
-                        .iter()
-                        .map(|n| (notice_name(n.kind).to_string(), n.days_left))
-                        .collect(),
-                    trial_days_left: r.lifecycle.days_left.unwrap_or_default(),
-                }
-            });
+        let result = validate_tenant_id(tenant).map_err(|err| invalid(format!("tenant_id: {err}"))).map(|()| {
+            let state = self.state(tenant);
+            let now = e.at.map_or(self.t0, |a| a.at(self.t0));
+            let probe = resolve(&self.catalog, &state, now);
+            let used: Vec<i64> = (0..self.catalog.features.len()).map(|fi| self.used(tenant, &probe, fi)).collect();
+            let x = explain(&self.catalog, &state, now, None, &|fi| used[fi]);
+            let r = &x.resolved;
+            ObservedExplain {
+                known: r.known,
+                plan: r.plan_key().into(),
+                plan_source: plan_source_name(r.plan.source).into(),
+                phase: r.lifecycle.phase.as_str().into(),
+                notices: r.lifecycle.notices.iter().map(|n| (notice_name(n.kind).to_string(), n.days_left)).collect(),
+                trial_days_left: r.lifecycle.days_left.unwrap_or_default(),
+            }
+        });
         match settle(e.expect_error.as_deref(), result)? {
             Some(o) => compare_explain(e, &o),
             None => Ok(()),
@@ -1720,10 +1489,7 @@ impl CoreWorld {
                 .feature_idx(&u.feature)
                 .ok_or_else(|| invalid(format!("features: unknown feature `{}`", u.feature)))?;
             if !self.catalog.features[fi].kind.is_metered() {
-                return Err(invalid(format!(
-                    "features: `{}` is not a metered (gauge or counter) feature",
-                    u.feature
-                )));
+                return Err(invalid(format!("features: `{}` is not a metered (gauge or counter) feature", u.feature)));
             }
             let r = resolve(&self.catalog, &self.state(tenant), self.t0);
             let used = self.used(tenant, &r, fi);
@@ -1747,11 +1513,7 @@ impl CoreWorld {
 
 fn compare_batch(b: &CheckBatch, observed: &[Observed]) -> Result<(), String> {
     if observed.len() != b.items.len() {
-        return Err(format!(
-            "expected {} decisions, got {}",
-            b.items.len(),
-            observed.len()
-        ));
+        return Err(format!("expected {} decisions, got {}", b.items.len(), observed.len()));
     }
     let errors: Vec<String> = b
         .items
@@ -1759,20 +1521,12 @@ fn compare_batch(b: &CheckBatch, observed: &[Observed]) -> Result<(), String> {
         .zip(observed)
         .enumerate()
         .filter_map(|(j, (item, o))| {
-            compare_decision(item, o).err().map(|e| {
-                format!(
-                    "\n      item {} `{}`: {e}",
-                    j + 1,
-                    check_label("check", item, None)
-                )
-            })
+            compare_decision(item, o)
+                .err()
+                .map(|e| format!("\n      item {} `{}`: {e}", j + 1, check_label("check", item, None)))
         })
         .collect();
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(errors.concat())
-    }
+    if errors.is_empty() { Ok(()) } else { Err(errors.concat()) }
 }
 
 /// Path 1: every scenario against `resolve` / `decide` / `explain`.
@@ -1789,11 +1543,7 @@ fn scenarios_against_the_core() {
             out.report(PathKind::Core, &l.file, i, step, world.run(step));
         }
     }
-    println!(
-        "core: {} scenario file(s), {assertions} assertion(s), {} failure(s)",
-        all.len(),
-        out.failures.len()
-    );
+    println!("core: {} scenario file(s), {assertions} assertion(s), {} failure(s)", all.len(), out.failures.len());
     out.finish("core");
 }
 
@@ -1832,28 +1582,18 @@ fn code_name(c: Code) -> &'static str {
 }
 
 fn rpc<T>(r: Result<tonic::Response<T>, Status>) -> Result<T, RpcError> {
-    r.map(tonic::Response::into_inner).map_err(|s| RpcError {
-        code: code_name(s.code()).into(),
-        message: s.message().into(),
-    })
+    r.map(tonic::Response::into_inner)
+        .map_err(|s| RpcError { code: code_name(s.code()).into(), message: s.message().into() })
 }
 
 fn authed<T>(msg: T) -> Request<T> {
     let mut r = Request::new(msg);
-    r.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {ADMIN_TOKEN}")
-            .parse()
-            .expect("valid header"),
-    );
+    r.metadata_mut().insert("authorization", format!("Bearer {ADMIN_TOKEN}").parse().expect("valid header"));
     r
 }
 
 fn ts(t: UnixTime) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: t,
-        nanos: 0,
-    }
+    prost_types::Timestamp { seconds: t, nanos: 0 }
 }
 
 /// The name of a proto enum value without its prefix; `_UNSPECIFIED` reads as `NONE`.
@@ -1868,14 +1608,8 @@ fn enum_name(name: Option<&str>, prefix: &str) -> String {
 fn observe_pb(d: &pb::Decision) -> Observed {
     Observed {
         allowed: d.allowed,
-        reason: enum_name(
-            pb::Reason::try_from(d.reason).ok().map(|r| r.as_str_name()),
-            "REASON_",
-        ),
-        source: enum_name(
-            pb::Source::try_from(d.source).ok().map(|r| r.as_str_name()),
-            "SOURCE_",
-        ),
+        reason: enum_name(pb::Reason::try_from(d.reason).ok().map(|r| r.as_str_name()), "REASON_"),
+        source: enum_name(pb::Source::try_from(d.source).ok().map(|r| r.as_str_name()), "SOURCE_"),
         upgrade: match &d.upgrade {
             Some(u) if u.kind == pb::UpgradeKind::Plan as i32 => format!("plan:{}", u.key),
             Some(u) if u.kind == pb::UpgradeKind::Addon as i32 => format!("addon:{}", u.key),
@@ -1886,33 +1620,17 @@ fn observe_pb(d: &pb::Decision) -> Observed {
         used: d.used,
         remaining: d.remaining,
         unlimited: d.unlimited,
-        phase: enum_name(
-            pb::Phase::try_from(d.phase).ok().map(|r| r.as_str_name()),
-            "PHASE_",
-        ),
+        phase: enum_name(pb::Phase::try_from(d.phase).ok().map(|r| r.as_str_name()), "PHASE_"),
         plan: d.plan.clone(),
         notices: observe_notices(&d.notices),
-        shadow_denial: enum_name(
-            pb::Reason::try_from(d.shadow_denial)
-                .ok()
-                .map(|r| r.as_str_name()),
-            "REASON_",
-        ),
+        shadow_denial: enum_name(pb::Reason::try_from(d.shadow_denial).ok().map(|r| r.as_str_name()), "REASON_"),
     }
 }
 
 fn observe_notices(ns: &[pb::Notice]) -> Vec<(String, i64)> {
     ns.iter()
         .map(|n| {
-            (
-                enum_name(
-                    pb::NoticeKind::try_from(n.kind)
-                        .ok()
-                        .map(|k| k.as_str_name()),
-                    "NOTICE_KIND_",
-                ),
-                n.days_left,
-            )
+            (enum_name(pb::NoticeKind::try_from(n.kind).ok().map(|k| k.as_str_name()), "NOTICE_KIND_"), n.days_left)
         })
         .collect()
 }
@@ -1923,6 +1641,16 @@ fn pb_intent(i: Option<IntentArg>) -> i32 {
         Some(IntentArg::Read) => pb::Intent::Read as i32,
         Some(IntentArg::Write) => pb::Intent::Write as i32,
     }
+}
+
+/// `ServeArgs` as `serve` with no flags would have them, so that new settings need no change here.
+fn serve_defaults() -> ServeArgs {
+    #[derive(clap::Parser)]
+    struct Serve {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+    <Serve as clap::Parser>::try_parse_from(["scenarios"]).unwrap_or_else(|e| panic!("ServeArgs defaults: {e}")).args
 }
 
 impl ServerWorld {
@@ -1940,17 +1668,15 @@ impl ServerWorld {
                 EditionName::Ee => EditionArg::Ee,
                 EditionName::Ce => EditionArg::Ce,
             }),
+            // Everything else (webhook settings, …) at its CLI default.
+            ..serve_defaults()
         };
-        let running = server::start(&args)
-            .await
-            .unwrap_or_else(|e| panic!("{}: the server does not start: {e}", l.file));
+        let running =
+            server::start(&args).await.unwrap_or_else(|e| panic!("{}: the server does not start: {e}", l.file));
         let url = format!("http://{}", running.grpc_addr);
-        let data = EntitlementServiceClient::connect(url.clone())
-            .await
-            .unwrap_or_else(|e| panic!("{}: connect: {e}", l.file));
-        let admin = AdminServiceClient::connect(url)
-            .await
-            .unwrap_or_else(|e| panic!("{}: connect: {e}", l.file));
+        let data =
+            EntitlementServiceClient::connect(url.clone()).await.unwrap_or_else(|e| panic!("{}: connect: {e}", l.file));
+        let admin = AdminServiceClient::connect(url).await.unwrap_or_else(|e| panic!("{}: connect: {e}", l.file));
         ServerWorld {
             running,
             data,
@@ -1979,16 +1705,12 @@ impl ServerWorld {
                             intent: pb_intent(c.intent),
                             min_revision: None,
                         };
-                        rpc(self.data.check(req).await).and_then(|r| {
-                            r.decision
-                                .map(|d| observe_pb(&d))
-                                .ok_or_else(|| missing("decision"))
-                        })
+                        rpc(self.data.check(req).await)
+                            .and_then(|r| r.decision.map(|d| observe_pb(&d)).ok_or_else(|| missing("decision")))
                     }
-                    Some(at) => self
-                        .explain_decisions(tenant, vec![c.feature.clone()], at)
-                        .await
-                        .map(|mut v| v.remove(0)),
+                    Some(at) => {
+                        self.explain_decisions(tenant, vec![c.feature.clone()], at).await.map(|mut v| v.remove(0))
+                    }
                 };
                 match settle(c.expect_error.as_deref(), result)? {
                     Some(o) => compare_decision(c, &o),
@@ -2008,21 +1730,12 @@ impl ServerWorld {
                                 intent: pb_intent(i.intent),
                             })
                             .collect();
-                        let req = pb::CheckBatchRequest {
-                            tenant_id: tenant,
-                            items,
-                            min_revision: None,
-                        };
+                        let req = pb::CheckBatchRequest { tenant_id: tenant, items, min_revision: None };
                         rpc(self.data.check_batch(req).await)
                             .map(|r| r.decisions.iter().map(observe_pb).collect::<Vec<_>>())
                     }
                     Some(at) => {
-                        self.explain_decisions(
-                            tenant,
-                            b.items.iter().map(|i| i.feature.clone()).collect(),
-                            at,
-                        )
-                        .await
+                        self.explain_decisions(tenant, b.items.iter().map(|i| i.feature.clone()).collect(), at).await
                     }
                 };
                 match settle(b.expect_error.as_deref(), result)? {
@@ -2043,15 +1756,10 @@ impl ServerWorld {
                         known: r.known,
                         plan: plan.key,
                         plan_source: enum_name(
-                            pb::PlanSource::try_from(plan.source)
-                                .ok()
-                                .map(|s| s.as_str_name()),
+                            pb::PlanSource::try_from(plan.source).ok().map(|s| s.as_str_name()),
                             "PLAN_SOURCE_",
                         ),
-                        phase: enum_name(
-                            pb::Phase::try_from(lc.phase).ok().map(|p| p.as_str_name()),
-                            "PHASE_",
-                        ),
+                        phase: enum_name(pb::Phase::try_from(lc.phase).ok().map(|p| p.as_str_name()), "PHASE_"),
                         notices: observe_notices(&r.notices),
                         trial_days_left: lc.trial_days_left,
                     }
@@ -2067,11 +1775,7 @@ impl ServerWorld {
                     features: vec![u.feature.clone()],
                 };
                 let result = rpc(self.data.usage(req).await).and_then(|r| {
-                    let line = r
-                        .usage
-                        .into_iter()
-                        .next()
-                        .ok_or_else(|| missing("usage line"))?;
+                    let line = r.usage.into_iter().next().ok_or_else(|| missing("usage line"))?;
                     Ok(ObservedUsage {
                         used: line.used,
                         limit: line.limit,
@@ -2126,39 +1830,24 @@ impl ServerWorld {
         at: Rel,
     ) -> Result<Vec<Observed>, RpcError> {
         let n = features.len();
-        let req = pb::ExplainRequest {
-            tenant_id: tenant,
-            features,
-            at: Some(ts(at.at(self.t0))),
-        };
+        let req = pb::ExplainRequest { tenant_id: tenant, features, at: Some(ts(at.at(self.t0))) };
         let r = rpc(self.data.explain(req).await)?;
         if r.features.len() != n {
             return Err(RpcError {
                 code: "RUNNER".into(),
-                message: format!(
-                    "Explain returned {} features for {n} asked",
-                    r.features.len()
-                ),
+                message: format!("Explain returned {} features for {n} asked", r.features.len()),
             });
         }
         r.features
             .iter()
-            .map(|f| {
-                f.decision
-                    .as_ref()
-                    .map(observe_pb)
-                    .ok_or_else(|| missing("features[].decision"))
-            })
+            .map(|f| f.decision.as_ref().map(observe_pb).ok_or_else(|| missing("features[].decision")))
             .collect()
     }
 
     async fn admin(&mut self, step: &Step, meta: &Meta<'_>) -> Result<(), RpcError> {
         let tenant_id = self.tenant_id(meta.tenant);
         let actor = meta.actor.unwrap_or(DEFAULT_ACTOR).to_string();
-        let rationale = meta.rationale.map_or_else(
-            || format!("scenario step: {}", step.label()),
-            str::to_string,
-        );
+        let rationale = meta.rationale.map_or_else(|| format!("scenario step: {}", step.label()), str::to_string);
         let t0 = self.t0;
         let t = |r: Option<Rel>| r.map(|r| ts(r.at(t0)));
         let a = &mut self.admin;
@@ -2186,12 +1875,7 @@ impl ServerWorld {
                 .await)
             .map(drop),
             Step::UnassignPlan(p) => rpc(a
-                .unassign_plan(authed(pb::UnassignPlanRequest {
-                    tenant_id,
-                    actor,
-                    rationale,
-                    plan: p.plan.clone(),
-                }))
+                .unassign_plan(authed(pb::UnassignPlanRequest { tenant_id, actor, rationale, plan: p.plan.clone() }))
                 .await)
             .map(drop),
             Step::GrantAddon(g) => rpc(a
@@ -2206,12 +1890,7 @@ impl ServerWorld {
                 .await)
             .map(drop),
             Step::RevokeAddon(g) => rpc(a
-                .revoke_add_on(authed(pb::RevokeAddOnRequest {
-                    tenant_id,
-                    actor,
-                    rationale,
-                    addon: g.addon.clone(),
-                }))
+                .revoke_add_on(authed(pb::RevokeAddOnRequest { tenant_id, actor, rationale, addon: g.addon.clone() }))
                 .await)
             .map(drop),
             Step::SetOverride(o) => {
@@ -2248,15 +1927,8 @@ impl ServerWorld {
                     (_, Some(end)) => Some(Until::TrialEnd(ts(end.at(t0)))),
                     (None, None) => None,
                 };
-                rpc(a
-                    .extend_trial(authed(pb::ExtendTrialRequest {
-                        tenant_id,
-                        actor,
-                        rationale,
-                        until,
-                    }))
-                    .await)
-                .map(drop)
+                rpc(a.extend_trial(authed(pb::ExtendTrialRequest { tenant_id, actor, rationale, until })).await)
+                    .map(drop)
             }
             other => unreachable!("not an admin step: {}", other.label()),
         }
@@ -2264,10 +1936,7 @@ impl ServerWorld {
 }
 
 fn missing(what: &str) -> RpcError {
-    RpcError {
-        code: "RUNNER".into(),
-        message: format!("the response has no {what}"),
-    }
+    RpcError { code: "RUNNER".into(), message: format!("the response has no {what}") }
 }
 
 /// Path 2: every scenario (except `core_only` ones) against a real server over TCP.
@@ -2278,10 +1947,7 @@ async fn scenarios_against_the_server() {
     let (mut assertions, mut ran, mut skipped) = (0, 0, 0);
     for l in &all {
         if l.scenario.core_only {
-            println!(
-                "server {} — skipped: core_only (Stripe subscriptions cannot be created over gRPC yet)",
-                l.file
-            );
+            println!("server {} — skipped: core_only (Stripe subscriptions cannot be created over gRPC yet)", l.file);
             skipped += 1;
             continue;
         }
@@ -2292,11 +1958,7 @@ async fn scenarios_against_the_server() {
             let r = world.run(step).await;
             out.report(PathKind::Server, &world.file, i, step, r);
         }
-        world
-            .running
-            .stop()
-            .await
-            .unwrap_or_else(|e| panic!("{}: the server does not stop cleanly: {e}", l.file));
+        world.running.stop().await.unwrap_or_else(|e| panic!("{}: the server does not stop cleanly: {e}", l.file));
         ran += 1;
     }
     println!(

@@ -139,27 +139,15 @@ impl Client {
                     intent: *intent as i32,
                     min_revision: None,
                 };
-                c.check(req)
-                    .await
-                    .map(drop)
-                    .map_err(|s| Failure::Status(s.code()))
+                c.check(req).await.map(drop).map_err(|s| Failure::Status(s.code()))
             }
             (Client::Data(c), Work::Batch { items }) => {
-                let req = CheckBatchRequest {
-                    tenant_id: tenant.to_owned(),
-                    items: items.clone(),
-                    min_revision: None,
-                };
-                c.check_batch(req)
-                    .await
-                    .map(drop)
-                    .map_err(|s| Failure::Status(s.code()))
+                let req = CheckBatchRequest { tenant_id: tenant.to_owned(), items: items.clone(), min_revision: None };
+                c.check_batch(req).await.map(drop).map_err(|s| Failure::Status(s.code()))
             }
             (Client::Health(c), Work::Health) => {
                 let resp = c
-                    .check(HealthCheckRequest {
-                        service: String::new(),
-                    })
+                    .check(HealthCheckRequest { service: String::new() })
                     .await
                     .map_err(|s| Failure::Status(s.code()))?;
                 match resp.into_inner().status {
@@ -203,13 +191,7 @@ fn new_hist() -> Histogram<u64> {
 
 impl Tally {
     fn new(now: Instant) -> Tally {
-        Tally {
-            hist: new_hist(),
-            requests: 0,
-            errors: 0,
-            error_kinds: Vec::new(),
-            last_done: now,
-        }
+        Tally { hist: new_hist(), requests: 0, errors: 0, error_kinds: Vec::new(), last_done: now }
     }
 
     fn error(&mut self, f: &Failure) {
@@ -292,8 +274,7 @@ async fn run_task(mut client: Client, work: Work, plan: Arc<Plan>, task: u64, ta
         tally.last_done = done;
         match result {
             Ok(()) => {
-                let ns =
-                    u64::try_from(done.duration_since(intended).as_nanos()).unwrap_or(u64::MAX);
+                let ns = u64::try_from(done.duration_since(intended).as_nanos()).unwrap_or(u64::MAX);
                 tally.hist.saturating_record(ns.max(1));
             }
             Err(f) => tally.error(&f),
@@ -305,16 +286,11 @@ async fn run_task(mut client: Client, work: Work, plan: Arc<Plan>, task: u64, ta
 /// Accept only loopback targets: this tool is for benchmarking a local server.
 fn check_loopback(addr: &str) -> Result<Uri, String> {
     let uri: Uri = addr.parse().map_err(|e| format!("--addr {addr}: {e}"))?;
-    let host = uri
-        .host()
-        .ok_or_else(|| format!("--addr {addr}: no host"))?;
+    let host = uri.host().ok_or_else(|| format!("--addr {addr}: no host"))?;
     let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let loopback = bare.eq_ignore_ascii_case("localhost")
-        || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    let loopback = bare.eq_ignore_ascii_case("localhost") || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
     if !loopback {
-        return Err(format!(
-            "--addr {addr}: only loopback targets (127.0.0.0/8, ::1, localhost) are allowed"
-        ));
+        return Err(format!("--addr {addr}: only loopback targets (127.0.0.0/8, ::1, localhost) are allowed"));
     }
     if uri.scheme_str() != Some("http") {
         return Err(format!("--addr {addr}: must be http://"));
@@ -323,20 +299,12 @@ fn check_loopback(addr: &str) -> Result<Uri, String> {
 }
 
 fn work_for(args: &Args) -> Result<Work, String> {
-    let intent = if args.read {
-        Intent::Read
-    } else {
-        Intent::Write
-    };
+    let intent = if args.read { Intent::Read } else { Intent::Write };
     Ok(match args.rpc {
-        Rpc::Check => Work::Check {
-            feature: args.feature.clone(),
-            intent,
-        },
+        Rpc::Check => Work::Check { feature: args.feature.clone(), intent },
         Rpc::Health => Work::Health,
         Rpc::Batch => {
-            let catalog =
-                entitlements::server::load_catalog(&args.catalog).map_err(|e| e.to_string())?;
+            let catalog = entitlements::server::load_catalog(&args.catalog).map_err(|e| e.to_string())?;
             if catalog.features.is_empty() {
                 return Err(format!("{}: no features", args.catalog.display()));
             }
@@ -345,11 +313,7 @@ fn work_for(args: &Args) -> Result<Work, String> {
                 .iter()
                 .cycle()
                 .take(args.batch_size as usize)
-                .map(|f| CheckBatchItem {
-                    feature: f.key.clone(),
-                    quantity: None,
-                    intent: intent as i32,
-                })
+                .map(|f| CheckBatchItem { feature: f.key.clone(), quantity: None, intent: intent as i32 })
                 .collect();
             Work::Batch { items }
         }
@@ -362,18 +326,11 @@ struct Report {
 }
 
 async fn run(args: &Args, uri: Uri, work: Work) -> Result<Report, String> {
-    let endpoint = Endpoint::from(uri)
-        .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(5));
+    let endpoint = Endpoint::from(uri).tcp_nodelay(true).connect_timeout(Duration::from_secs(5));
     let mut channels = Vec::with_capacity(args.connections as usize);
     for _ in 0..args.connections {
         // One `connect` per channel: each is its own TCP connection.
-        channels.push(
-            endpoint
-                .connect()
-                .await
-                .map_err(|e| format!("connect {}: {e}", args.addr))?,
-        );
+        channels.push(endpoint.connect().await.map_err(|e| format!("connect {}: {e}", args.addr))?);
     }
     let client_for = |ch: &Channel| match args.rpc {
         Rpc::Health => Client::Health(HealthClient::new(ch.clone())),
@@ -382,10 +339,7 @@ async fn run(args: &Args, uri: Uri, work: Work) -> Result<Report, String> {
 
     // One probe, so a misconfigured run fails loudly instead of measuring errors.
     let mut probe = client_for(&channels[0]);
-    probe
-        .call(&work, "t0")
-        .await
-        .map_err(|f| format!("probe request failed: {f:?}"))?;
+    probe.call(&work, "t0").await.map_err(|f| format!("probe request failed: {f:?}"))?;
 
     let tenants: Arc<[String]> = (0..args.tenants).map(|i| format!("t{i}")).collect();
     let start = Instant::now();
@@ -416,13 +370,7 @@ async fn run(args: &Args, uri: Uri, work: Work) -> Result<Report, String> {
     let mut task = 0u64;
     for ch in &channels {
         for _ in 0..args.streams {
-            handles.push(tokio::spawn(run_task(
-                client_for(ch),
-                work.clone(),
-                Arc::clone(&plan),
-                task,
-                tasks,
-            )));
+            handles.push(tokio::spawn(run_task(client_for(ch), work.clone(), Arc::clone(&plan), task, tasks)));
             task += 1;
         }
     }
@@ -446,10 +394,7 @@ async fn run(args: &Args, uri: Uri, work: Work) -> Result<Report, String> {
     for r in results {
         total.merge(r.map_err(|e| format!("load task failed: {e}"))?);
     }
-    let elapsed = total
-        .last_done
-        .max(end)
-        .saturating_duration_since(measure_from);
+    let elapsed = total.last_done.max(end).saturating_duration_since(measure_from);
     Ok(Report { elapsed, total })
 }
 
@@ -461,32 +406,16 @@ fn print_report(args: &Args, r: &Report) {
     let h = &r.total.hist;
     let secs = r.elapsed.as_secs_f64();
     let ok = h.len();
-    let throughput = if secs > 0.0 {
-        r.total.requests as f64 / secs
-    } else {
-        0.0
-    };
+    let throughput = if secs > 0.0 { r.total.requests as f64 / secs } else { 0.0 };
     let q = |p: f64| {
-        if ok == 0 {
-            0.0
-        } else {
-            us(h.value_at_quantile(p))
-        }
+        if ok == 0 { 0.0 } else { us(h.value_at_quantile(p)) }
     };
     let max = if ok == 0 { 0.0 } else { us(h.max()) };
-    let mean = if ok == 0 {
-        0.0
-    } else {
-        (h.mean() / 100.0).round() / 10.0
-    };
+    let mean = if ok == 0 { 0.0 } else { (h.mean() / 100.0).round() / 10.0 };
     let batch = (args.rpc == Rpc::Batch).then_some(args.batch_size);
     if args.json {
-        let errors: serde_json::Map<String, serde_json::Value> = r
-            .total
-            .error_kinds
-            .iter()
-            .map(|(k, n)| (k.clone(), serde_json::Value::from(*n)))
-            .collect();
+        let errors: serde_json::Map<String, serde_json::Value> =
+            r.total.error_kinds.iter().map(|(k, n)| (k.clone(), serde_json::Value::from(*n))).collect();
         let line = serde_json::json!({
             "rpc": args.rpc.name(),
             "addr": args.addr,
@@ -557,19 +486,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let threads = args
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .max(1);
+    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
     let runtime = if threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
     } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .enable_all()
-            .build()
+        tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()
     };
     let runtime = match runtime {
         Ok(rt) => rt,
@@ -581,11 +502,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(&args, uri, work)) {
         Ok(report) => {
             print_report(&args, &report);
-            if report.total.errors > 0 {
-                ExitCode::from(1)
-            } else {
-                ExitCode::SUCCESS
-            }
+            if report.total.errors > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS }
         }
         Err(e) => {
             eprintln!("error: {e}");

@@ -22,18 +22,12 @@ pub struct AdminAuth {
 
 impl AdminAuth {
     pub fn new(token: Option<&str>) -> AdminAuth {
-        AdminAuth {
-            token: token
-                .filter(|t| !t.is_empty())
-                .map(|t| Arc::from(t.as_bytes())),
-        }
+        AdminAuth { token: token.filter(|t| !t.is_empty()).map(|t| Arc::from(t.as_bytes())) }
     }
 
     pub fn check(&self, req: Request<()>) -> Result<Request<()>, Status> {
         let Some(expected) = &self.token else {
-            return Err(Status::unauthenticated(
-                "the admin plane is disabled: start the server with --admin-token",
-            ));
+            return Err(Status::unauthenticated("the admin plane is disabled: start the server with --admin-token"));
         };
         let presented = req
             .metadata()
@@ -102,9 +96,7 @@ fn tenant_msg(s: &TenantState) -> pb::Tenant {
                 quantity: g.quantity,
                 origin: match &g.origin {
                     GrantOrigin::Manual => "manual".into(),
-                    GrantOrigin::Stripe {
-                        subscription_id, ..
-                    } => subscription_id.clone(),
+                    GrantOrigin::Stripe { subscription_id, .. } => subscription_id.clone(),
                     GrantOrigin::StripeEntitlement { lookup_key } => {
                         format!("stripe entitlement {lookup_key}")
                     }
@@ -132,51 +124,29 @@ fn tenant_msg(s: &TenantState) -> pb::Tenant {
 
 #[tonic::async_trait]
 impl AdminService for AdminApi {
-    async fn put_tenant(
-        &self,
-        req: Request<pb::PutTenantRequest>,
-    ) -> Result<Response<pb::PutTenantResponse>, Status> {
+    async fn put_tenant(&self, req: Request<pb::PutTenantRequest>) -> Result<Response<pb::PutTenantResponse>, Status> {
         let r = req.into_inner();
-        let trial = match (
-            r.trial_start.as_ref().map(from_ts),
-            r.trial_end.as_ref().map(from_ts),
-        ) {
+        let trial = match (r.trial_start.as_ref().map(from_ts), r.trial_end.as_ref().map(from_ts)) {
             (Some(start), Some(end)) => Some(Trial { start, end }),
-            (Some(start), None) => Some(Trial {
-                start,
-                end: start + self.service.catalog().lifecycle.trial_days * DAY,
-            }),
+            (Some(start), None) => {
+                Some(Trial { start, end: start + self.service.catalog().lifecycle.trial_days * DAY })
+            }
             (None, Some(_)) => {
-                return Err(Status::invalid_argument(
-                    "trial_start: is required when trial_end is set",
-                ));
+                return Err(Status::invalid_argument("trial_start: is required when trial_end is set"));
             }
             (None, None) => None,
         };
         let customer = (!r.stripe_customer_id.is_empty()).then(|| r.stripe_customer_id.clone());
-        let m = Mutation::PutTenant {
-            stripe_customer_id: customer,
-            trial,
-            archived: r.archived,
-        };
+        let m = Mutation::PutTenant { stripe_customer_id: customer, trial, archived: r.archived };
         let c = self.mutate(&r.tenant_id, &r.actor, &r.rationale, m).await?;
         let state = self.service.tenant(&r.tenant_id).await?;
-        Ok(Response::new(pb::PutTenantResponse {
-            revision: c.revision,
-            tenant: Some(tenant_msg(&state)),
-        }))
+        Ok(Response::new(pb::PutTenantResponse { revision: c.revision, tenant: Some(tenant_msg(&state)) }))
     }
 
-    async fn get_tenant(
-        &self,
-        req: Request<pb::GetTenantRequest>,
-    ) -> Result<Response<pb::GetTenantResponse>, Status> {
+    async fn get_tenant(&self, req: Request<pb::GetTenantRequest>) -> Result<Response<pb::GetTenantResponse>, Status> {
         let r = req.into_inner();
         let state = self.service.tenant(&r.tenant_id).await?;
-        Ok(Response::new(pb::GetTenantResponse {
-            known: state.known,
-            tenant: Some(tenant_msg(&state)),
-        }))
+        Ok(Response::new(pb::GetTenantResponse { known: state.known, tenant: Some(tenant_msg(&state)) }))
     }
 
     async fn assign_plan(
@@ -185,14 +155,9 @@ impl AdminService for AdminApi {
     ) -> Result<Response<pb::AssignPlanResponse>, Status> {
         let r = req.into_inner();
         required("plan", &r.plan)?;
-        let m = Mutation::AssignPlan {
-            plan: r.plan.clone(),
-            expires_at: r.expires_at.as_ref().map(from_ts),
-        };
+        let m = Mutation::AssignPlan { plan: r.plan.clone(), expires_at: r.expires_at.as_ref().map(from_ts) };
         let c = self.mutate(&r.tenant_id, &r.actor, &r.rationale, m).await?;
-        Ok(Response::new(pb::AssignPlanResponse {
-            revision: c.revision,
-        }))
+        Ok(Response::new(pb::AssignPlanResponse { revision: c.revision }))
     }
 
     async fn unassign_plan(
@@ -200,13 +165,9 @@ impl AdminService for AdminApi {
         req: Request<pb::UnassignPlanRequest>,
     ) -> Result<Response<pb::UnassignPlanResponse>, Status> {
         let r = req.into_inner();
-        let m = Mutation::UnassignPlan {
-            plan: (!r.plan.is_empty()).then(|| r.plan.clone()),
-        };
+        let m = Mutation::UnassignPlan { plan: (!r.plan.is_empty()).then(|| r.plan.clone()) };
         let c = self.mutate(&r.tenant_id, &r.actor, &r.rationale, m).await?;
-        Ok(Response::new(pb::UnassignPlanResponse {
-            revision: c.revision,
-        }))
+        Ok(Response::new(pb::UnassignPlanResponse { revision: c.revision }))
     }
 
     async fn extend_trial(
@@ -216,23 +177,11 @@ impl AdminService for AdminApi {
         let r = req.into_inner();
         let extension = match r.until {
             Some(pb::extend_trial_request::Until::Days(d)) => TrialExtension::Days(d),
-            Some(pb::extend_trial_request::Until::TrialEnd(t)) => {
-                TrialExtension::Until(from_ts(&t))
-            }
+            Some(pb::extend_trial_request::Until::TrialEnd(t)) => TrialExtension::Until(from_ts(&t)),
             None => return Err(Status::invalid_argument("until: set `days` or `trial_end`")),
         };
-        let c = self
-            .mutate(
-                &r.tenant_id,
-                &r.actor,
-                &r.rationale,
-                Mutation::ExtendTrial { extension },
-            )
-            .await?;
-        Ok(Response::new(pb::ExtendTrialResponse {
-            revision: c.revision,
-            trial_end: c.trial.map(|t| ts(t.end)),
-        }))
+        let c = self.mutate(&r.tenant_id, &r.actor, &r.rationale, Mutation::ExtendTrial { extension }).await?;
+        Ok(Response::new(pb::ExtendTrialResponse { revision: c.revision, trial_end: c.trial.map(|t| ts(t.end)) }))
     }
 
     async fn grant_add_on(
@@ -242,15 +191,10 @@ impl AdminService for AdminApi {
         let r = req.into_inner();
         required("addon", &r.addon)?;
         let quantity = if r.quantity == 0 { 1 } else { r.quantity };
-        let m = Mutation::GrantAddOn {
-            addon: r.addon.clone(),
-            quantity,
-            expires_at: r.expires_at.as_ref().map(from_ts),
-        };
+        let m =
+            Mutation::GrantAddOn { addon: r.addon.clone(), quantity, expires_at: r.expires_at.as_ref().map(from_ts) };
         let c = self.mutate(&r.tenant_id, &r.actor, &r.rationale, m).await?;
-        Ok(Response::new(pb::GrantAddOnResponse {
-            revision: c.revision,
-        }))
+        Ok(Response::new(pb::GrantAddOnResponse { revision: c.revision }))
     }
 
     async fn revoke_add_on(
@@ -259,19 +203,9 @@ impl AdminService for AdminApi {
     ) -> Result<Response<pb::RevokeAddOnResponse>, Status> {
         let r = req.into_inner();
         required("addon", &r.addon)?;
-        let c = self
-            .mutate(
-                &r.tenant_id,
-                &r.actor,
-                &r.rationale,
-                Mutation::RevokeAddOn {
-                    addon: r.addon.clone(),
-                },
-            )
-            .await?;
-        Ok(Response::new(pb::RevokeAddOnResponse {
-            revision: c.revision,
-        }))
+        let c =
+            self.mutate(&r.tenant_id, &r.actor, &r.rationale, Mutation::RevokeAddOn { addon: r.addon.clone() }).await?;
+        Ok(Response::new(pb::RevokeAddOnResponse { revision: c.revision }))
     }
 
     async fn set_override(
@@ -285,20 +219,13 @@ impl AdminService for AdminApi {
             Some(pb::set_override_request::Value::Number(n)) => Value::Number(n),
             Some(pb::set_override_request::Value::Unlimited(true)) => Value::Unlimited,
             _ => {
-                return Err(Status::invalid_argument(
-                    "value: set one of `enabled`, `number` or `unlimited: true`",
-                ));
+                return Err(Status::invalid_argument("value: set one of `enabled`, `number` or `unlimited: true`"));
             }
         };
-        let m = Mutation::SetOverride {
-            feature: r.feature.clone(),
-            value,
-            expires_at: r.expires_at.as_ref().map(from_ts),
-        };
+        let m =
+            Mutation::SetOverride { feature: r.feature.clone(), value, expires_at: r.expires_at.as_ref().map(from_ts) };
         let c = self.mutate(&r.tenant_id, &r.actor, &r.rationale, m).await?;
-        Ok(Response::new(pb::SetOverrideResponse {
-            revision: c.revision,
-        }))
+        Ok(Response::new(pb::SetOverrideResponse { revision: c.revision }))
     }
 
     async fn clear_override(
@@ -308,18 +235,9 @@ impl AdminService for AdminApi {
         let r = req.into_inner();
         required("feature", &r.feature)?;
         let c = self
-            .mutate(
-                &r.tenant_id,
-                &r.actor,
-                &r.rationale,
-                Mutation::ClearOverride {
-                    feature: r.feature.clone(),
-                },
-            )
+            .mutate(&r.tenant_id, &r.actor, &r.rationale, Mutation::ClearOverride { feature: r.feature.clone() })
             .await?;
-        Ok(Response::new(pb::ClearOverrideResponse {
-            revision: c.revision,
-        }))
+        Ok(Response::new(pb::ClearOverrideResponse { revision: c.revision }))
     }
 
     async fn list_audit_events(
@@ -330,15 +248,13 @@ impl AdminService for AdminApi {
         let before = if r.page_token.is_empty() {
             None
         } else {
-            Some(r.page_token.parse::<i64>().map_err(|_| {
-                Status::invalid_argument("page_token: not a token from a previous page")
-            })?)
+            Some(
+                r.page_token
+                    .parse::<i64>()
+                    .map_err(|_| Status::invalid_argument("page_token: not a token from a previous page"))?,
+            )
         };
-        let size = if r.page_size <= 0 {
-            50
-        } else {
-            r.page_size.unsigned_abs()
-        };
+        let size = if r.page_size <= 0 { 50 } else { r.page_size.unsigned_abs() };
         let events = self.service.audit(&r.tenant_id, size, before).await?;
         let next = if events.len() == size.min(500) as usize {
             events.last().map(|e| e.id.to_string()).unwrap_or_default()
@@ -365,7 +281,10 @@ impl AdminService for AdminApi {
         }))
     }
 
-    async fn list_stripe_events(&self, req: Request<pb::ListStripeEventsRequest>) -> Result<Response<pb::ListStripeEventsResponse>, Status> {
+    async fn list_stripe_events(
+        &self,
+        req: Request<pb::ListStripeEventsRequest>,
+    ) -> Result<Response<pb::ListStripeEventsResponse>, Status> {
         let r = req.into_inner();
         let tenant = (!r.tenant_id.is_empty()).then_some(r.tenant_id.as_str());
         let status = (!r.status.is_empty()).then_some(r.status.as_str());
@@ -374,12 +293,18 @@ impl AdminService for AdminApi {
         Ok(Response::new(pb::ListStripeEventsResponse { events: events.iter().map(stripe_event).collect() }))
     }
 
-    async fn replay_stripe_event(&self, req: Request<pb::ReplayStripeEventRequest>) -> Result<Response<pb::ReplayStripeEventResponse>, Status> {
+    async fn replay_stripe_event(
+        &self,
+        req: Request<pb::ReplayStripeEventRequest>,
+    ) -> Result<Response<pb::ReplayStripeEventResponse>, Status> {
         let r = req.into_inner();
         required("event_id", &r.event_id)?;
         let (outcome, stored) = self.service.replay_stripe_event(&r.event_id, &r.actor, &r.rationale).await?;
         tracing::info!(event_id = %r.event_id, actor = %r.actor, outcome = outcome.status.as_str(), "stripe event replayed");
-        Ok(Response::new(pb::ReplayStripeEventResponse { event: Some(stripe_event(&stored)), revision: outcome.revision.unwrap_or_default() }))
+        Ok(Response::new(pb::ReplayStripeEventResponse {
+            event: Some(stripe_event(&stored)),
+            revision: outcome.revision.unwrap_or_default(),
+        }))
     }
 }
 

@@ -44,12 +44,7 @@ fn contribution_kind(k: ContributionKind) -> pb::ContributionKind {
 }
 
 pub fn change(c: &crate::tenant::Change) -> pb::Change {
-    pb::Change {
-        actor: c.actor.clone(),
-        at: Some(ts(c.at)),
-        rationale: c.rationale.clone(),
-        origin: c.origin.clone(),
-    }
+    pb::Change { actor: c.actor.clone(), at: Some(ts(c.at)), rationale: c.rationale.clone(), origin: c.origin.clone() }
 }
 
 pub fn subscription(s: &crate::tenant::Subscription) -> pb::Subscription {
@@ -57,10 +52,7 @@ pub fn subscription(s: &crate::tenant::Subscription) -> pb::Subscription {
         id: s.id.clone(),
         status: s.status.as_str().to_string(),
         plan: s.plan.clone().unwrap_or_default(),
-        interval: s
-            .interval
-            .map(|i| i.as_str().to_string())
-            .unwrap_or_default(),
+        interval: s.interval.map(|i| i.as_str().to_string()).unwrap_or_default(),
         seats: s.seats.unwrap_or_default(),
         trial_end: opt_ts(s.trial_end),
         current_period_start: opt_ts(s.current_period_start),
@@ -73,26 +65,12 @@ pub fn subscription(s: &crate::tenant::Subscription) -> pb::Subscription {
 
 #[tonic::async_trait]
 impl EntitlementService for DataApi {
-    async fn check(
-        &self,
-        req: Request<pb::CheckRequest>,
-    ) -> Result<Response<pb::CheckResponse>, Status> {
+    async fn check(&self, req: Request<pb::CheckRequest>) -> Result<Response<pb::CheckResponse>, Status> {
         let req = req.into_inner();
         let intent = intent(req.intent)?;
-        let (c, d) = self
-            .service
-            .check(
-                &req.tenant_id,
-                &req.feature,
-                req.quantity,
-                intent,
-                req.min_revision,
-            )
-            .await?;
+        let (c, d) = self.service.check(&req.tenant_id, &req.feature, req.quantity, intent, req.min_revision).await?;
         tracing::debug!(tenant = %req.tenant_id, feature = %req.feature, allowed = d.allowed, reason = d.reason.as_str(), "check");
-        Ok(Response::new(pb::CheckResponse {
-            decision: Some(decision_for(&c.tenant, &d, &req.feature)),
-        }))
+        Ok(Response::new(pb::CheckResponse { decision: Some(decision_for(&c.tenant, &d, &req.feature)) }))
     }
 
     async fn check_batch(
@@ -103,36 +81,17 @@ impl EntitlementService for DataApi {
         let items = req
             .items
             .iter()
-            .map(|i| {
-                Ok(CheckItem {
-                    feature: i.feature.clone(),
-                    quantity: i.quantity,
-                    intent: intent(i.intent)?,
-                })
-            })
+            .map(|i| Ok(CheckItem { feature: i.feature.clone(), quantity: i.quantity, intent: intent(i.intent)? }))
             .collect::<Result<Vec<_>, Status>>()?;
-        let (c, ds) = self
-            .service
-            .check_batch(&req.tenant_id, &items, req.min_revision)
-            .await?;
-        let decisions = ds
-            .iter()
-            .zip(&items)
-            .map(|(d, i)| decision_for(&c.tenant, d, &i.feature))
-            .collect();
+        let (c, ds) = self.service.check_batch(&req.tenant_id, &items, req.min_revision).await?;
+        let decisions = ds.iter().zip(&items).map(|(d, i)| decision_for(&c.tenant, d, &i.feature)).collect();
         Ok(Response::new(pb::CheckBatchResponse { decisions }))
     }
 
-    async fn explain(
-        &self,
-        req: Request<pb::ExplainRequest>,
-    ) -> Result<Response<pb::ExplainResponse>, Status> {
+    async fn explain(&self, req: Request<pb::ExplainRequest>) -> Result<Response<pb::ExplainResponse>, Status> {
         let req = req.into_inner();
         let at = req.at.as_ref().map(from_ts);
-        let (e, state) = self
-            .service
-            .explain(&req.tenant_id, &req.features, at)
-            .await?;
+        let (e, state) = self.service.explain(&req.tenant_id, &req.features, at).await?;
         let r = &e.resolved;
         let catalog = &r.catalog;
         let plan_def = &catalog.plans_by_rank()[r.plan.idx];
@@ -193,10 +152,7 @@ impl EntitlementService for DataApi {
                         note: c.note.clone(),
                     })
                     .collect(),
-                summary: format!(
-                    "{} (rank {}) from {}",
-                    plan_def.key, plan_def.rank, r.plan.origin
-                ),
+                summary: format!("{} (rank {}) from {}", plan_def.key, plan_def.rank, r.plan.origin),
             }),
             lifecycle: Some(pb::Lifecycle {
                 phase: phase(lc.phase) as i32,
@@ -227,10 +183,7 @@ impl EntitlementService for DataApi {
         }))
     }
 
-    async fn usage(
-        &self,
-        req: Request<pb::UsageRequest>,
-    ) -> Result<Response<pb::UsageResponse>, Status> {
+    async fn usage(&self, req: Request<pb::UsageRequest>) -> Result<Response<pb::UsageResponse>, Status> {
         let req = req.into_inner();
         let (c, lines) = self.service.usage(&req.tenant_id, &req.features).await?;
         let catalog = &c.tenant.catalog;
@@ -269,21 +222,12 @@ impl EntitlementService for DataApi {
             Ok(pb::UsageMode::Delta) => UsageMode::Delta,
             Ok(pb::UsageMode::Set) => UsageMode::Set,
             _ => {
-                return Err(Status::invalid_argument(
-                    "mode: must be USAGE_MODE_DELTA or USAGE_MODE_SET",
-                ));
+                return Err(Status::invalid_argument("mode: must be USAGE_MODE_DELTA or USAGE_MODE_SET"));
             }
         };
         let r = self
             .service
-            .record_usage(
-                &req.tenant_id,
-                &req.feature,
-                req.value,
-                mode,
-                &req.idempotency_key,
-                req.enforce,
-            )
+            .record_usage(&req.tenant_id, &req.feature, req.value, mode, &req.idempotency_key, req.enforce)
             .await?;
         Ok(Response::new(pb::RecordUsageResponse {
             applied: r.applied,

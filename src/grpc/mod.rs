@@ -33,10 +33,7 @@ impl From<ServiceError> for Status {
 }
 
 pub fn ts(t: UnixTime) -> Timestamp {
-    Timestamp {
-        seconds: t,
-        nanos: 0,
-    }
+    Timestamp { seconds: t, nanos: 0 }
 }
 
 pub fn opt_ts(t: Option<UnixTime>) -> Option<Timestamp> {
@@ -51,9 +48,7 @@ pub fn intent(raw: i32) -> Result<Intent, Status> {
     match pb::Intent::try_from(raw) {
         Ok(pb::Intent::Read) => Ok(Intent::Read),
         Ok(pb::Intent::Write | pb::Intent::Unspecified) => Ok(Intent::Write),
-        Err(_) => Err(Status::invalid_argument(format!(
-            "intent: unknown value {raw}"
-        ))),
+        Err(_) => Err(Status::invalid_argument(format!("intent: unknown value {raw}"))),
     }
 }
 
@@ -132,10 +127,7 @@ pub fn value(v: Value) -> pb::Value {
 
 /// A core decision plus the tenant-level facts every `Decision` message carries.
 pub fn decision(r: &ResolvedTenant, d: &Decision) -> pb::Decision {
-    let feature = d
-        .feature
-        .map(|fi| r.catalog.features[fi].key.clone())
-        .unwrap_or_default();
+    let feature = d.feature.map(|fi| r.catalog.features[fi].key.clone()).unwrap_or_default();
     pb::Decision {
         allowed: d.allowed,
         reason: reason(d.reason) as i32,
@@ -148,14 +140,8 @@ pub fn decision(r: &ResolvedTenant, d: &Decision) -> pb::Decision {
         unlimited: d.unlimited(),
         notices: r.lifecycle.notices.iter().map(notice).collect(),
         upgrade: d.upgrade.as_ref().map(|u| match u {
-            Upgrade::Plan(k) => pb::Upgrade {
-                kind: pb::UpgradeKind::Plan as i32,
-                key: k.clone(),
-            },
-            Upgrade::AddOn(k) => pb::Upgrade {
-                kind: pb::UpgradeKind::Addon as i32,
-                key: k.clone(),
-            },
+            Upgrade::Plan(k) => pb::Upgrade { kind: pb::UpgradeKind::Plan as i32, key: k.clone() },
+            Upgrade::AddOn(k) => pb::Upgrade { kind: pb::UpgradeKind::Addon as i32, key: k.clone() },
         }),
         shadow_denial: d.shadow_denial.map_or(pb::Reason::Unspecified, reason) as i32,
         revision: r.revision,
@@ -179,9 +165,5 @@ pub fn decision_for(r: &ResolvedTenant, d: &Decision, asked: &str) -> pb::Decisi
 
 /// The admin plane requires a non-empty string field; name it in the error.
 pub fn required<'a>(field: &'static str, v: &'a str) -> Result<&'a str, Status> {
-    if v.trim().is_empty() {
-        Err(Status::invalid_argument(format!("{field}: is required")))
-    } else {
-        Ok(v)
-    }
+    if v.trim().is_empty() { Err(Status::invalid_argument(format!("{field}: is required"))) } else { Ok(v) }
 }

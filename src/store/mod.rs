@@ -224,28 +224,13 @@ pub trait Store: Send + Sync + 'static {
     /// The tenant's state; an unknown tenant comes back with `known == false`.
     async fn load(&self, tenant_id: &str) -> Result<TenantState, StoreError>;
     /// Apply one audited mutation in one transaction; bumps and returns the revision.
-    async fn mutate(
-        &self,
-        tenant_id: &str,
-        m: &Mutation,
-        by: &Actor,
-    ) -> Result<Committed, StoreError>;
+    async fn mutate(&self, tenant_id: &str, m: &Mutation, by: &Actor) -> Result<Committed, StoreError>;
     /// Newest first; `before_id` continues a listing.
-    async fn audit(
-        &self,
-        tenant_id: &str,
-        limit: u32,
-        before_id: Option<i64>,
-    ) -> Result<Vec<AuditRecord>, StoreError>;
+    async fn audit(&self, tenant_id: &str, limit: u32, before_id: Option<i64>) -> Result<Vec<AuditRecord>, StoreError>;
     /// Record usage atomically (conditional update when `limit` is set), idempotent on the key.
     async fn record_usage(&self, r: &UsageReport) -> Result<UsageOutcome, StoreError>;
     /// Current usage of a feature in the period starting at `period_start` (0 if none).
-    async fn usage(
-        &self,
-        tenant_id: &str,
-        feature: &str,
-        period_start: UnixTime,
-    ) -> Result<i64, StoreError>;
+    async fn usage(&self, tenant_id: &str, feature: &str, period_start: UnixTime) -> Result<i64, StoreError>;
     /// Record a verified Stripe event and apply it, in one transaction. Duplicates (same event
     /// id) change nothing unless it is a `replay` of a stored event.
     async fn apply_stripe_event(
@@ -257,7 +242,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<StripeOutcome, StoreError>;
     async fn stripe_event(&self, id: &str) -> Result<Option<StoredEvent>, StoreError>;
     /// Newest first, optionally for one tenant and/or in one status.
-    async fn stripe_events(&self, tenant_id: Option<&str>, status: Option<StripeStatus>, limit: u32) -> Result<Vec<StoredEvent>, StoreError>;
+    async fn stripe_events(
+        &self,
+        tenant_id: Option<&str>,
+        status: Option<StripeStatus>,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
     /// Events waiting for a tenant with this customer id, oldest first.
     async fn pending_stripe_events(&self, customer_id: &str) -> Result<Vec<StoredEvent>, StoreError>;
     /// Cheap liveness probe.

@@ -11,15 +11,15 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyConnection, AnyPool, Connection, Row};
 
 use super::{
-    Actor, AuditRecord, Committed, Mutation, Store, StoreError, StoredEvent, StripeOutcome,
-    Replay, StripeStatus, UsageMode, UsageOutcome, UsageReport,
+    Actor, AuditRecord, Committed, Mutation, Replay, Store, StoreError, StoredEvent, StripeOutcome, StripeStatus,
+    UsageMode, UsageOutcome, UsageReport,
 };
-use crate::stripe::{Envelope, Translation};
 use crate::catalog::Interval;
 use crate::lifecycle::extend_trial;
+use crate::stripe::{Envelope, Translation};
 use crate::tenant::{
-    AddOnGrant, Change, GrantOrigin, Override, PlanAssignment, Subscription, SubscriptionStatus,
-    TenantState, Trial, UnixTime,
+    AddOnGrant, Change, GrantOrigin, Override, PlanAssignment, Subscription, SubscriptionStatus, TenantState, Trial,
+    UnixTime,
 };
 
 /// Columns of `stripe_events`, in the order `stripe::row_to_event` reads them.
@@ -96,11 +96,7 @@ impl SqlStore {
     pub async fn migrate(&self) -> Result<(), StoreError> {
         match self.backend {
             Backend::Sqlite => sqlx::migrate!("migrations/sqlite").run(&self.pool).await?,
-            Backend::Postgres => {
-                sqlx::migrate!("migrations/postgres")
-                    .run(&self.pool)
-                    .await?
-            }
+            Backend::Postgres => sqlx::migrate!("migrations/postgres").run(&self.pool).await?,
         }
         Ok(())
     }
@@ -119,8 +115,7 @@ fn opt_i64(row: &AnyRow, col: &str) -> Result<Option<i64>, sqlx::Error> {
 }
 
 fn status(s: &str) -> Result<SubscriptionStatus, StoreError> {
-    SubscriptionStatus::parse(s)
-        .ok_or_else(|| StoreError::Corrupt(format!("subscription status `{s}`")))
+    SubscriptionStatus::parse(s).ok_or_else(|| StoreError::Corrupt(format!("subscription status `{s}`")))
 }
 
 fn interval(s: Option<String>) -> Option<Interval> {
@@ -132,10 +127,7 @@ fn interval(s: Option<String>) -> Option<Interval> {
 }
 
 /// Load a tenant through any connection (a pooled one, or a transaction's).
-pub(crate) async fn load_tenant(
-    conn: &mut AnyConnection,
-    tenant_id: &str,
-) -> Result<TenantState, StoreError> {
+pub(crate) async fn load_tenant(conn: &mut AnyConnection, tenant_id: &str) -> Result<TenantState, StoreError> {
     let Some(t) = sqlx::query(
         "SELECT revision, stripe_customer_id, trial_start, trial_end, archived, updated_at, last_actor, last_rationale, last_origin \
          FROM tenants WHERE tenant_id = $1",
@@ -156,22 +148,12 @@ pub(crate) async fn load_tenant(
             _ => None,
         },
         archived: t.try_get::<i64, _>("archived")? != 0,
-        last_change: t
-            .try_get::<Option<String>, _>("last_actor")?
-            .map(|actor| Change {
-                actor,
-                at: t.try_get("updated_at").unwrap_or_default(),
-                rationale: t
-                    .try_get::<Option<String>, _>("last_rationale")
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default(),
-                origin: t
-                    .try_get::<Option<String>, _>("last_origin")
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default(),
-            }),
+        last_change: t.try_get::<Option<String>, _>("last_actor")?.map(|actor| Change {
+            actor,
+            at: t.try_get("updated_at").unwrap_or_default(),
+            rationale: t.try_get::<Option<String>, _>("last_rationale").ok().flatten().unwrap_or_default(),
+            origin: t.try_get::<Option<String>, _>("last_origin").ok().flatten().unwrap_or_default(),
+        }),
         ..TenantState::default()
     };
 
@@ -221,13 +203,16 @@ pub(crate) async fn load_tenant(
     .await?
     {
         let origin_col: String = r.try_get("origin")?;
-        let origin = match (r.try_get::<Option<String>, _>("subscription_id")?, r.try_get::<Option<String>, _>("item_id")?) {
-            (Some(subscription_id), item) => GrantOrigin::Stripe { subscription_id, item_id: item.unwrap_or_default() },
-            _ => match origin_col.strip_prefix("stripe-entitlement:") {
-                Some(key) => GrantOrigin::StripeEntitlement { lookup_key: key.to_string() },
-                None => GrantOrigin::Manual,
-            },
-        };
+        let origin =
+            match (r.try_get::<Option<String>, _>("subscription_id")?, r.try_get::<Option<String>, _>("item_id")?) {
+                (Some(subscription_id), item) => {
+                    GrantOrigin::Stripe { subscription_id, item_id: item.unwrap_or_default() }
+                }
+                _ => match origin_col.strip_prefix("stripe-entitlement:") {
+                    Some(key) => GrantOrigin::StripeEntitlement { lookup_key: key.to_string() },
+                    None => GrantOrigin::Manual,
+                },
+            };
         state.addon_grants.push(AddOnGrant {
             addon: r.try_get("addon")?,
             quantity: r.try_get("quantity")?,
@@ -259,11 +244,7 @@ pub(crate) async fn load_tenant(
 
 /// Bump (or create) the tenant row as the transaction's first statement: it takes the write
 /// lock up front (SQLite) and serializes concurrent changes of one tenant (PostgreSQL).
-pub(crate) async fn bump_revision(
-    conn: &mut AnyConnection,
-    tenant_id: &str,
-    by: &Actor,
-) -> Result<u64, StoreError> {
+pub(crate) async fn bump_revision(conn: &mut AnyConnection, tenant_id: &str, by: &Actor) -> Result<u64, StoreError> {
     let rev: i64 = sqlx::query_scalar(
         "INSERT INTO tenants (tenant_id, revision, created_at, updated_at, last_actor, last_rationale, last_origin) \
          VALUES ($1, 1, $2, $2, $3, $4, $5) \
@@ -278,8 +259,19 @@ pub(crate) async fn bump_revision(
     .bind(&by.origin)
     .fetch_one(&mut *conn)
     .await?;
+    // PostgreSQL: tell every replica, in the same transaction (delivered only on commit).
+    if conn.backend_name() == "PostgreSQL" {
+        sqlx::query("SELECT 1 FROM (SELECT pg_notify($1, $2)) AS notified")
+            .bind(CHANGES_CHANNEL)
+            .bind(format!("{rev}:{tenant_id}"))
+            .execute(&mut *conn)
+            .await?;
+    }
     Ok(u64::try_from(rev).unwrap_or(0))
 }
+
+/// The LISTEN/NOTIFY channel of committed tenant changes; payload `<revision>:<tenant id>`.
+pub const CHANGES_CHANNEL: &str = "entitlements_changes";
 
 pub(crate) async fn write_audit(
     conn: &mut AnyConnection,
@@ -326,11 +318,7 @@ async fn apply(
 ) -> Result<(serde_json::Value, serde_json::Value, Option<Trial>), StoreError> {
     let null = serde_json::Value::Null;
     Ok(match m {
-        Mutation::PutTenant {
-            stripe_customer_id,
-            trial,
-            archived,
-        } => {
+        Mutation::PutTenant { stripe_customer_id, trial, archived } => {
             let mut next = current.clone();
             if let Some(c) = stripe_customer_id {
                 next.stripe_customer_id = (!c.is_empty()).then(|| c.clone());
@@ -342,15 +330,7 @@ async fn apply(
                 next.archived = *a;
             }
             write_tenant_fields(conn, tenant_id, &next).await?;
-            (
-                if current.known {
-                    tenant_json(current)
-                } else {
-                    null
-                },
-                tenant_json(&next),
-                next.trial,
-            )
+            (if current.known { tenant_json(current) } else { null }, tenant_json(&next), next.trial)
         }
         Mutation::ExtendTrial { extension } => {
             let trial = extend_trial(current.trial, *extension, by.at);
@@ -384,29 +364,17 @@ async fn apply(
             (to_json(&before), to_json(&after), None)
         }
         Mutation::UnassignPlan { plan } => {
-            let before: Vec<_> = current
-                .plan_assignments
-                .iter()
-                .filter(|a| plan.as_ref().is_none_or(|p| &a.plan == p))
-                .collect();
-            sqlx::query(
-                "DELETE FROM plan_assignments WHERE tenant_id = $1 AND ($2 = '' OR plan = $2)",
-            )
-            .bind(tenant_id)
-            .bind(plan.clone().unwrap_or_default())
-            .execute(&mut *conn)
-            .await?;
+            let before: Vec<_> =
+                current.plan_assignments.iter().filter(|a| plan.as_ref().is_none_or(|p| &a.plan == p)).collect();
+            sqlx::query("DELETE FROM plan_assignments WHERE tenant_id = $1 AND ($2 = '' OR plan = $2)")
+                .bind(tenant_id)
+                .bind(plan.clone().unwrap_or_default())
+                .execute(&mut *conn)
+                .await?;
             (to_json(&before), json!([]), None)
         }
-        Mutation::GrantAddOn {
-            addon,
-            quantity,
-            expires_at,
-        } => {
-            let before = current
-                .addon_grants
-                .iter()
-                .find(|g| &g.addon == addon && g.origin == GrantOrigin::Manual);
+        Mutation::GrantAddOn { addon, quantity, expires_at } => {
+            let before = current.addon_grants.iter().find(|g| &g.addon == addon && g.origin == GrantOrigin::Manual);
             let after = AddOnGrant {
                 addon: addon.clone(),
                 quantity: *quantity,
@@ -420,10 +388,7 @@ async fn apply(
             (to_json(&before), to_json(&after), None)
         }
         Mutation::RevokeAddOn { addon } => {
-            let before = current
-                .addon_grants
-                .iter()
-                .find(|g| &g.addon == addon && g.origin == GrantOrigin::Manual);
+            let before = current.addon_grants.iter().find(|g| &g.addon == addon && g.origin == GrantOrigin::Manual);
             sqlx::query("DELETE FROM addon_grants WHERE tenant_id = $1 AND addon = $2 AND origin = 'manual'")
                 .bind(tenant_id)
                 .bind(addon)
@@ -431,11 +396,7 @@ async fn apply(
                 .await?;
             (to_json(&before), null, None)
         }
-        Mutation::SetOverride {
-            feature,
-            value,
-            expires_at,
-        } => {
+        Mutation::SetOverride { feature, value, expires_at } => {
             let before = current.overrides.iter().find(|o| &o.feature == feature);
             let after = Override {
                 feature: feature.clone(),
@@ -473,11 +434,7 @@ async fn apply(
     })
 }
 
-async fn write_tenant_fields(
-    conn: &mut AnyConnection,
-    tenant_id: &str,
-    s: &TenantState,
-) -> Result<(), StoreError> {
+async fn write_tenant_fields(conn: &mut AnyConnection, tenant_id: &str, s: &TenantState) -> Result<(), StoreError> {
     sqlx::query("UPDATE tenants SET stripe_customer_id = $2, trial_start = $3, trial_end = $4, archived = $5 WHERE tenant_id = $1")
         .bind(tenant_id)
         .bind(s.stripe_customer_id.clone())
@@ -490,24 +447,13 @@ async fn write_tenant_fields(
 }
 
 /// Insert or replace a grant; the key is (tenant, add-on, origin), so re-delivered grants converge.
-pub(crate) async fn upsert_grant(
-    conn: &mut AnyConnection,
-    tenant_id: &str,
-    g: &AddOnGrant,
-) -> Result<(), StoreError> {
+pub(crate) async fn upsert_grant(conn: &mut AnyConnection, tenant_id: &str, g: &AddOnGrant) -> Result<(), StoreError> {
     let (origin, sub, item) = match &g.origin {
         GrantOrigin::Manual => ("manual".to_string(), None, None),
-        GrantOrigin::Stripe {
-            subscription_id,
-            item_id,
-        } => (
-            format!("stripe:{subscription_id}:{item_id}"),
-            Some(subscription_id.clone()),
-            Some(item_id.clone()),
-        ),
-        GrantOrigin::StripeEntitlement { lookup_key } => {
-            (format!("stripe-entitlement:{lookup_key}"), None, None)
+        GrantOrigin::Stripe { subscription_id, item_id } => {
+            (format!("stripe:{subscription_id}:{item_id}"), Some(subscription_id.clone()), Some(item_id.clone()))
         }
+        GrantOrigin::StripeEntitlement { lookup_key } => (format!("stripe-entitlement:{lookup_key}"), None, None),
     };
     sqlx::query(
         "INSERT INTO addon_grants (tenant_id, addon, origin, subscription_id, item_id, quantity, actor, rationale, granted_at, expires_at) \
@@ -537,36 +483,17 @@ impl Store for SqlStore {
         load_tenant(&mut conn, tenant_id).await
     }
 
-    async fn mutate(
-        &self,
-        tenant_id: &str,
-        m: &Mutation,
-        by: &Actor,
-    ) -> Result<Committed, StoreError> {
+    async fn mutate(&self, tenant_id: &str, m: &Mutation, by: &Actor) -> Result<Committed, StoreError> {
         let mut tx = self.pool.begin().await?;
         let revision = bump_revision(&mut tx, tenant_id, by).await?;
         let current = load_tenant(&mut tx, tenant_id).await?;
         let (before, after, trial) = apply(&mut tx, tenant_id, m, by, &current).await?;
-        write_audit(
-            &mut tx,
-            tenant_id,
-            m.action(),
-            by,
-            &before,
-            &after,
-            revision,
-        )
-        .await?;
+        write_audit(&mut tx, tenant_id, m.action(), by, &before, &after, revision).await?;
         tx.commit().await?;
         Ok(Committed { revision, trial })
     }
 
-    async fn audit(
-        &self,
-        tenant_id: &str,
-        limit: u32,
-        before_id: Option<i64>,
-    ) -> Result<Vec<AuditRecord>, StoreError> {
+    async fn audit(&self, tenant_id: &str, limit: u32, before_id: Option<i64>) -> Result<Vec<AuditRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, tenant_id, at, actor, action, rationale, origin, before_json, after_json, revision FROM audit_events \
              WHERE tenant_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
@@ -663,14 +590,14 @@ impl Store for SqlStore {
         let (applied, used) = match new_used {
             Some(u) => (true, u),
             None => {
-                let current: Option<(i64, i64)> = sqlx::query_as("SELECT used, period_start FROM usage_counters WHERE tenant_id = $1 AND feature = $2")
-                    .bind(&r.tenant_id)
-                    .bind(&r.feature)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                let used = current
-                    .filter(|&(_, p)| p >= r.period_start)
-                    .map_or(0, |(u, _)| u);
+                let current: Option<(i64, i64)> = sqlx::query_as(
+                    "SELECT used, period_start FROM usage_counters WHERE tenant_id = $1 AND feature = $2",
+                )
+                .bind(&r.tenant_id)
+                .bind(&r.feature)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let used = current.filter(|&(_, p)| p >= r.period_start).map_or(0, |(u, _)| u);
                 if !over_limit && used > i64::MAX - r.value {
                     tx.rollback().await?;
                     return Err(StoreError::Overflow);
@@ -689,29 +616,17 @@ impl Store for SqlStore {
                 .await?;
         }
         tx.commit().await?;
-        Ok(UsageOutcome {
-            applied,
-            duplicate: false,
-            used,
-        })
+        Ok(UsageOutcome { applied, duplicate: false, used })
     }
 
-    async fn usage(
-        &self,
-        tenant_id: &str,
-        feature: &str,
-        period_start: UnixTime,
-    ) -> Result<i64, StoreError> {
-        let row: Option<(i64, i64)> = sqlx::query_as(
-            "SELECT used, period_start FROM usage_counters WHERE tenant_id = $1 AND feature = $2",
-        )
-        .bind(tenant_id)
-        .bind(feature)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row
-            .filter(|&(_, p)| p >= period_start)
-            .map_or(0, |(u, _)| u))
+    async fn usage(&self, tenant_id: &str, feature: &str, period_start: UnixTime) -> Result<i64, StoreError> {
+        let row: Option<(i64, i64)> =
+            sqlx::query_as("SELECT used, period_start FROM usage_counters WHERE tenant_id = $1 AND feature = $2")
+                .bind(tenant_id)
+                .bind(feature)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.filter(|&(_, p)| p >= period_start).map_or(0, |(u, _)| u))
     }
 
     async fn apply_stripe_event(
@@ -745,7 +660,12 @@ impl Store for SqlStore {
         row.as_ref().map(super::stripe::row_to_event).transpose()
     }
 
-    async fn stripe_events(&self, tenant_id: Option<&str>, status: Option<StripeStatus>, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
+    async fn stripe_events(
+        &self,
+        tenant_id: Option<&str>,
+        status: Option<StripeStatus>,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
         let sql = concat!(
             "SELECT ",
             event_columns!(),
@@ -788,18 +708,9 @@ mod tests {
             normalize_url("entitlements.db").unwrap(),
             ("sqlite://entitlements.db?mode=rwc".into(), Backend::Sqlite)
         );
-        assert_eq!(
-            normalize_url("sqlite://x.db").unwrap().0,
-            "sqlite://x.db?mode=rwc"
-        );
-        assert_eq!(
-            normalize_url("sqlite://x.db?mode=ro").unwrap().0,
-            "sqlite://x.db?mode=ro"
-        );
-        assert_eq!(
-            normalize_url("postgres://u@h/db").unwrap().1,
-            Backend::Postgres
-        );
+        assert_eq!(normalize_url("sqlite://x.db").unwrap().0, "sqlite://x.db?mode=rwc");
+        assert_eq!(normalize_url("sqlite://x.db?mode=ro").unwrap().0, "sqlite://x.db?mode=ro");
+        assert_eq!(normalize_url("postgres://u@h/db").unwrap().1, Backend::Postgres);
         assert!(normalize_url("mysql://x").is_err());
         assert!(normalize_url("").is_err());
     }

@@ -17,9 +17,17 @@ fn outcome(status: StripeStatus) -> StripeOutcome {
 
 /// Insert the event record, or report a duplicate. Always the transaction's first statement
 /// (a write: it takes SQLite's write lock up front).
-pub(super) async fn claim(conn: &mut AnyConnection, env: &Envelope, replay: bool, at: UnixTime) -> Result<bool, StoreError> {
+pub(super) async fn claim(
+    conn: &mut AnyConnection,
+    env: &Envelope,
+    replay: bool,
+    at: UnixTime,
+) -> Result<bool, StoreError> {
     if replay {
-        let n = sqlx::query("UPDATE stripe_events SET received_at = received_at WHERE id = $1").bind(&env.id).execute(&mut *conn).await?;
+        let n = sqlx::query("UPDATE stripe_events SET received_at = received_at WHERE id = $1")
+            .bind(&env.id)
+            .execute(&mut *conn)
+            .await?;
         return Ok(n.rows_affected() == 1);
     }
     let n = sqlx::query(
@@ -37,7 +45,13 @@ pub(super) async fn claim(conn: &mut AnyConnection, env: &Envelope, replay: bool
     Ok(n.rows_affected() == 1)
 }
 
-pub(super) async fn finish(conn: &mut AnyConnection, env: &Envelope, o: &StripeOutcome, customer: Option<&str>, at: UnixTime) -> Result<(), StoreError> {
+pub(super) async fn finish(
+    conn: &mut AnyConnection,
+    env: &Envelope,
+    o: &StripeOutcome,
+    customer: Option<&str>,
+    at: UnixTime,
+) -> Result<(), StoreError> {
     sqlx::query("UPDATE stripe_events SET status = $2, error = $3, tenant_id = $4, customer_id = $5, applied_at = $6 WHERE id = $1")
         .bind(&env.id)
         .bind(o.status.as_str())
@@ -58,12 +72,20 @@ async fn tenant_by_customer(conn: &mut AnyConnection, customer: &str) -> Result<
 }
 
 async fn tenant_by_subscription(conn: &mut AnyConnection, sub: &str) -> Result<Option<String>, StoreError> {
-    Ok(sqlx::query_scalar("SELECT tenant_id FROM subscriptions WHERE id = $1").bind(sub).fetch_optional(&mut *conn).await?)
+    Ok(sqlx::query_scalar("SELECT tenant_id FROM subscriptions WHERE id = $1")
+        .bind(sub)
+        .fetch_optional(&mut *conn)
+        .await?)
 }
 
 /// The tenant an event belongs to: `metadata.tenant_id`, else the tenant holding the customer
 /// id, else the tenant that already owns the subscription.
-async fn find_tenant(conn: &mut AnyConnection, hint: Option<&str>, customer: Option<&str>, sub: Option<&str>) -> Result<Option<String>, StoreError> {
+async fn find_tenant(
+    conn: &mut AnyConnection,
+    hint: Option<&str>,
+    customer: Option<&str>,
+    sub: Option<&str>,
+) -> Result<Option<String>, StoreError> {
     if let Some(h) = hint {
         return Ok(Some(h.to_string()));
     }
@@ -79,23 +101,36 @@ async fn find_tenant(conn: &mut AnyConnection, hint: Option<&str>, customer: Opt
 }
 
 /// Link a customer id to a tenant that has none yet. Returns the id when newly linked.
-async fn link_customer(conn: &mut AnyConnection, tenant: &str, customer: Option<&str>) -> Result<Option<String>, StoreError> {
+async fn link_customer(
+    conn: &mut AnyConnection,
+    tenant: &str,
+    customer: Option<&str>,
+) -> Result<Option<String>, StoreError> {
     let Some(c) = customer else { return Ok(None) };
-    let n = sqlx::query("UPDATE tenants SET stripe_customer_id = $2 WHERE tenant_id = $1 AND stripe_customer_id IS NULL")
-        .bind(tenant)
-        .bind(c)
-        .execute(&mut *conn)
-        .await?;
+    let n =
+        sqlx::query("UPDATE tenants SET stripe_customer_id = $2 WHERE tenant_id = $1 AND stripe_customer_id IS NULL")
+            .bind(tenant)
+            .bind(c)
+            .execute(&mut *conn)
+            .await?;
     Ok((n.rows_affected() == 1).then(|| c.to_string()))
 }
 
-async fn stored_subscription(conn: &mut AnyConnection, id: &str) -> Result<Option<(SubscriptionStatus, UnixTime, Subscription)>, StoreError> {
+async fn stored_subscription(
+    conn: &mut AnyConnection,
+    id: &str,
+) -> Result<Option<(SubscriptionStatus, UnixTime, Subscription)>, StoreError> {
     let Some(tenant) = tenant_by_subscription(conn, id).await? else { return Ok(None) };
     let state = load_tenant(conn, &tenant).await?;
     Ok(state.subscriptions.into_iter().find(|s| s.id == id).map(|s| (s.status, s.last_event_created, s)))
 }
 
-async fn upsert_subscription(conn: &mut AnyConnection, tenant: &str, customer: Option<&str>, s: &Subscription) -> Result<(), StoreError> {
+async fn upsert_subscription(
+    conn: &mut AnyConnection,
+    tenant: &str,
+    customer: Option<&str>,
+    s: &Subscription,
+) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO subscriptions (id, tenant_id, customer_id, status, plan, billing_interval, seats, trial_end, current_period_start, \
          current_period_end, cancel_at_period_end, last_event_created, last_event_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
@@ -122,7 +157,11 @@ async fn upsert_subscription(conn: &mut AnyConnection, tenant: &str, customer: O
     Ok(())
 }
 
-async fn grants_of_subscription(conn: &mut AnyConnection, tenant: &str, sub: &str) -> Result<Vec<AddOnGrant>, StoreError> {
+async fn grants_of_subscription(
+    conn: &mut AnyConnection,
+    tenant: &str,
+    sub: &str,
+) -> Result<Vec<AddOnGrant>, StoreError> {
     let state = load_tenant(conn, tenant).await?;
     Ok(state
         .addon_grants
@@ -155,16 +194,35 @@ pub(super) async fn apply(
     }
     let by = match replay {
         None => Actor { actor: "stripe".into(), rationale: env.event_type.clone(), origin: env.id.clone(), at },
-        Some(r) => Actor { actor: r.actor.clone(), rationale: format!("replay of {}: {}", env.event_type, r.rationale), origin: env.id.clone(), at },
+        Some(r) => Actor {
+            actor: r.actor.clone(),
+            rationale: format!("replay of {}: {}", env.event_type, r.rationale),
+            origin: env.id.clone(),
+            at,
+        },
     };
     let (mut o, customer) = match &t.change {
         Change::Ignored => (outcome(StripeStatus::Ignored), None),
         Change::Subscription(f) => subscription(conn, f, &by).await?,
         Change::Checkout { session_id, tenant_hint, customer_id, subscription_id, addon } => {
-            checkout(conn, env, session_id, tenant_hint.as_deref(), customer_id.as_deref(), subscription_id, addon.as_deref(), &by).await?
+            checkout(
+                conn,
+                env,
+                session_id,
+                tenant_hint.as_deref(),
+                customer_id.as_deref(),
+                subscription_id,
+                addon.as_deref(),
+                &by,
+            )
+            .await?
         }
-        Change::Invoice { customer_id, subscription_id, paid } => invoice(conn, env, customer_id.as_deref(), subscription_id.as_deref(), *paid, &by).await?,
-        Change::EntitlementSummary { customer_id, lookup_keys } => summary(conn, env, customer_id, lookup_keys, &by).await?,
+        Change::Invoice { customer_id, subscription_id, paid } => {
+            invoice(conn, env, customer_id.as_deref(), subscription_id.as_deref(), *paid, &by).await?
+        }
+        Change::EntitlementSummary { customer_id, lookup_keys } => {
+            summary(conn, env, customer_id, lookup_keys, &by).await?
+        }
     };
     o.error = errors;
     Ok((o, customer))
@@ -180,14 +238,25 @@ fn customer_of(c: &Change) -> Option<String> {
 }
 
 fn applied(tenant: &str, revision: u64, linked: Option<String>) -> StripeOutcome {
-    StripeOutcome { status: StripeStatus::Applied, duplicate: false, tenant_id: Some(tenant.to_string()), revision: Some(revision), linked_customer: linked, error: None }
+    StripeOutcome {
+        status: StripeStatus::Applied,
+        duplicate: false,
+        tenant_id: Some(tenant.to_string()),
+        revision: Some(revision),
+        linked_customer: linked,
+        error: None,
+    }
 }
 
 fn pending() -> StripeOutcome {
     outcome(StripeStatus::PendingTenant)
 }
 
-async fn subscription(conn: &mut AnyConnection, f: &SubscriptionFacts, by: &Actor) -> Result<(StripeOutcome, Option<String>), StoreError> {
+async fn subscription(
+    conn: &mut AnyConnection,
+    f: &SubscriptionFacts,
+    by: &Actor,
+) -> Result<(StripeOutcome, Option<String>), StoreError> {
     let customer = Some(f.customer_id.clone());
     let sub = &f.subscription;
     let Some(tenant) = find_tenant(conn, f.tenant_hint.as_deref(), Some(&f.customer_id), Some(&sub.id)).await? else {
@@ -262,7 +331,10 @@ async fn checkout(
             let g = AddOnGrant {
                 addon: addon.to_string(),
                 quantity: 1,
-                origin: GrantOrigin::Stripe { subscription_id: sub_id.to_string(), item_id: format!("checkout:{session_id}") },
+                origin: GrantOrigin::Stripe {
+                    subscription_id: sub_id.to_string(),
+                    item_id: format!("checkout:{session_id}"),
+                },
                 actor: "stripe".into(),
                 rationale: format!("{} {}", env.event_type, env.id),
                 granted_at: env.created,
@@ -301,20 +373,38 @@ async fn invoice(
     }
     let Some(tenant) = tenant_by_subscription(conn, sub_id).await? else { return Ok((pending(), owned)) };
     let revision = bump_revision(conn, &tenant, by).await?;
-    let updated = Subscription { status: next, last_event_created: env.created, last_event_id: env.id.clone(), ..sub.clone() };
+    let updated =
+        Subscription { status: next, last_event_created: env.created, last_event_id: env.id.clone(), ..sub.clone() };
     upsert_subscription(conn, &tenant, customer, &updated).await?;
-    write_audit(conn, &tenant, "stripe_invoice", by, &json!({ "subscription": sub }), &json!({ "subscription": updated }), revision).await?;
+    write_audit(
+        conn,
+        &tenant,
+        "stripe_invoice",
+        by,
+        &json!({ "subscription": sub }),
+        &json!({ "subscription": updated }),
+        revision,
+    )
+    .await?;
     Ok((applied(&tenant, revision, None), owned))
 }
 
-async fn summary(conn: &mut AnyConnection, env: &Envelope, customer: &str, keys: &[String], by: &Actor) -> Result<(StripeOutcome, Option<String>), StoreError> {
+async fn summary(
+    conn: &mut AnyConnection,
+    env: &Envelope,
+    customer: &str,
+    keys: &[String],
+    by: &Actor,
+) -> Result<(StripeOutcome, Option<String>), StoreError> {
     let owned = Some(customer.to_string());
     let Some(tenant) = tenant_by_customer(conn, customer).await? else { return Ok((pending(), owned)) };
-    let newest: Option<i64> = sqlx::query_scalar("SELECT MAX(created) FROM stripe_events WHERE tenant_id = $1 AND event_type = $2 AND status = 'applied'")
-        .bind(&tenant)
-        .bind(SUMMARY_TYPE)
-        .fetch_one(&mut *conn)
-        .await?;
+    let newest: Option<i64> = sqlx::query_scalar(
+        "SELECT MAX(created) FROM stripe_events WHERE tenant_id = $1 AND event_type = $2 AND status = 'applied'",
+    )
+    .bind(&tenant)
+    .bind(SUMMARY_TYPE)
+    .fetch_one(&mut *conn)
+    .await?;
     if newest.is_some_and(|n| n > env.created) {
         let mut o = outcome(StripeStatus::Stale);
         o.tenant_id = Some(tenant);
@@ -330,7 +420,10 @@ async fn summary(conn: &mut AnyConnection, env: &Envelope, customer: &str, keys:
             _ => None,
         })
         .collect();
-    sqlx::query("DELETE FROM addon_grants WHERE tenant_id = $1 AND origin LIKE 'stripe-entitlement:%'").bind(&tenant).execute(&mut *conn).await?;
+    sqlx::query("DELETE FROM addon_grants WHERE tenant_id = $1 AND origin LIKE 'stripe-entitlement:%'")
+        .bind(&tenant)
+        .execute(&mut *conn)
+        .await?;
     for key in keys {
         let g = AddOnGrant {
             addon: key.clone(),
@@ -356,7 +449,8 @@ pub(super) fn row_to_event(r: &sqlx::any::AnyRow) -> Result<StoredEvent, StoreEr
         livemode: r.try_get::<i64, _>("livemode")? != 0,
         customer_id: r.try_get("customer_id")?,
         tenant_id: r.try_get("tenant_id")?,
-        status: StripeStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("stripe event status `{status}`")))?,
+        status: StripeStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("stripe event status `{status}`")))?,
         error: r.try_get("error")?,
         received_at: r.try_get("received_at")?,
         applied_at: r.try_get::<Option<i64>, _>("applied_at")?,

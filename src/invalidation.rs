@@ -1,0 +1,101 @@
+//! Cross-replica invalidation (SPEC §5): every committed change NOTIFYs `<revision>:<tenant>`
+//! on PostgreSQL (see `store::sql::bump_revision`); each replica LISTENs and invalidates.
+//! When the listening connection is lost, notifications may have been missed, so the replica
+//! drops its whole cache once it is listening again (and says so in a log line and a metric).
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::service::Service;
+use crate::store::sql::CHANGES_CHANNEL;
+use crate::telemetry;
+
+/// `application_name` of the listening connection (visible in `pg_stat_activity`).
+pub fn listener_name(grpc_port: u16) -> String {
+    format!("entitlements-listener-{grpc_port}")
+}
+
+/// Parse a notification payload `<revision>:<tenant id>`.
+pub fn parse(payload: &str) -> Option<(u64, &str)> {
+    let (rev, tenant) = payload.split_once(':')?;
+    Some((rev.parse().ok()?, tenant))
+}
+
+async fn connect(url: &str, name: &str) -> Result<PgListener, sqlx::Error> {
+    let opts = PgConnectOptions::from_str(url)?.application_name(name);
+    let pool =
+        PgPoolOptions::new().max_connections(1).acquire_timeout(Duration::from_secs(3)).connect_with(opts).await?;
+    let mut listener = PgListener::connect_with(&pool).await?;
+    listener.listen(CHANGES_CHANNEL).await?;
+    Ok(listener)
+}
+
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+/// Run the listener until `shutdown`; reconnects with backoff by itself.
+pub fn spawn(url: String, name: String, service: Arc<Service>, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let mut listener = tokio::select! {
+                _ = stopped(&mut shutdown) => return,
+                l = connect(&url, &name) => match l {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::warn!(error = %e, ?backoff, "invalidation listener cannot connect; retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        continue;
+                    }
+                },
+            };
+            backoff = Duration::from_millis(100);
+            // Anything cached before we were listening may have missed a notification.
+            service.cache().flush();
+            metrics::counter!(telemetry::LISTENER_RECONNECTS).increment(1);
+            tracing::info!("invalidation listener connected; cache flushed");
+            loop {
+                let next = tokio::select! {
+                    _ = stopped(&mut shutdown) => return,
+                    n = listener.try_recv() => n,
+                };
+                match next {
+                    Ok(Some(n)) => match parse(n.payload()) {
+                        Some((revision, tenant)) => {
+                            metrics::counter!(telemetry::INVALIDATIONS_RECEIVED).increment(1);
+                            service.invalidate(tenant, revision).await;
+                        }
+                        None => tracing::warn!(payload = n.payload(), "unparseable change notification"),
+                    },
+                    Ok(None) => {
+                        // The connection was lost and re-established: notifications may be lost.
+                        service.cache().flush();
+                        metrics::counter!(telemetry::LISTENER_RECONNECTS).increment(1);
+                        tracing::warn!("invalidation listener lost its connection; reconnected and flushed the cache");
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "invalidation listener failed; reconnecting");
+                        break;
+                    }
+                }
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn payloads() {
+        assert_eq!(super::parse("12:acme:eu-1"), Some((12, "acme:eu-1")));
+        assert_eq!(super::parse("x:acme"), None);
+        assert_eq!(super::parse("12"), None);
+    }
+}
