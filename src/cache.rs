@@ -135,6 +135,7 @@ impl TenantCache {
                 self.tenants.invalidate(tenant).await;
             }
             let c = self.tenants.try_get_with(Arc::clone(&key), load(self.epoch())).await?;
+            self.last_known.insert(Arc::clone(&key), Arc::clone(&c)).await;
             attempt += 1;
             if (c.tenant.revision >= min_revision && self.fresh(tenant, &c)) || attempt >= 3 {
                 return Ok((c, Lookup::Miss));

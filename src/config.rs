@@ -32,7 +32,7 @@ pub enum EditionArg {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the gRPC service and the HTTP listener.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Apply database migrations and exit.
     Migrate {
         #[arg(long, env = "ENTITLEMENTS_DATABASE_URL", default_value = "entitlements.db")]
@@ -112,6 +112,35 @@ pub struct ServeArgs {
     /// Largest accepted webhook body, in bytes (larger: 413).
     #[arg(long, env = "ENTITLEMENTS_WEBHOOK_BODY_LIMIT", default_value_t = 262_144)]
     pub webhook_body_limit: usize,
+    /// Relay (sidecar) mode: serve from this upstream entitlements service instead of a
+    /// database (e.g. `http://entitlements:50051`).
+    #[arg(long, env = "ENTITLEMENTS_UPSTREAM")]
+    pub upstream: Option<String>,
+    /// Bearer token sent to the upstream's data plane (relay mode).
+    #[arg(long, env = "ENTITLEMENTS_UPSTREAM_TOKEN", hide_env_values = true)]
+    pub upstream_token: Option<String>,
+    /// PEM CA bundle to verify an `https://` upstream (relay mode).
+    #[arg(long, env = "ENTITLEMENTS_UPSTREAM_CA")]
+    pub upstream_ca: Option<PathBuf>,
+    /// Optional bearer token required on the data plane (EntitlementService).
+    #[arg(long, env = "ENTITLEMENTS_DATA_TOKEN", hide_env_values = true)]
+    pub data_token: Option<String>,
+    /// Serve gRPC over TLS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, env = "ENTITLEMENTS_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "ENTITLEMENTS_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Per-request deadline on the gRPC server.
+    #[arg(long, env = "ENTITLEMENTS_REQUEST_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+    /// Requests served at once across all connections; beyond it requests are shed at once
+    /// with RESOURCE_EXHAUSTED instead of queueing.
+    #[arg(long, env = "ENTITLEMENTS_MAX_CONCURRENT_REQUESTS", default_value_t = 4096)]
+    pub max_concurrent_requests: usize,
+    /// How often an idle `Watch` stream sends a heartbeat.
+    #[arg(long, env = "ENTITLEMENTS_WATCH_HEARTBEAT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub watch_heartbeat: Duration,
     /// Deployment edition; overrides the catalog's `edition`. `ce` bypasses every gate.
     #[arg(long, env = "ENTITLEMENTS_EDITION", value_enum)]
     pub edition: Option<EditionArg>,
@@ -132,6 +161,15 @@ impl ServeArgs {
             stripe_webhook_secrets: Vec::new(),
             stripe_livemode: false,
             webhook_body_limit: 262_144,
+            upstream: None,
+            upstream_token: None,
+            upstream_ca: None,
+            data_token: None,
+            tls_cert: None,
+            tls_key: None,
+            request_timeout: Duration::from_secs(5),
+            max_concurrent_requests: 4096,
+            watch_heartbeat: Duration::from_secs(5),
             edition: None,
         }
     }

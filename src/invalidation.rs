@@ -58,7 +58,7 @@ pub fn spawn(url: String, name: String, service: Arc<Service>, mut shutdown: wat
             };
             backoff = Duration::from_millis(100);
             // Anything cached before we were listening may have missed a notification.
-            service.cache().flush();
+            service.flush();
             metrics::counter!(telemetry::LISTENER_RECONNECTS).increment(1);
             tracing::info!("invalidation listener connected; cache flushed");
             loop {
@@ -76,7 +76,7 @@ pub fn spawn(url: String, name: String, service: Arc<Service>, mut shutdown: wat
                     },
                     Ok(None) => {
                         // The connection was lost and re-established: notifications may be lost.
-                        service.cache().flush();
+                        service.flush();
                         metrics::counter!(telemetry::LISTENER_RECONNECTS).increment(1);
                         tracing::warn!("invalidation listener lost its connection; reconnected and flushed the cache");
                     }

@@ -20,6 +20,8 @@
 //! - [`service`] — the decision service: cache + store + core, the one place both planes call.
 //! - [`grpc`] — tonic services, proto conversions, the error → status mapping (SPEC §4).
 //! - [`stripe`] — verifying and translating Stripe webhook events (SPEC §7).
+//! - [`feed`] — the numbered, resumable feed of tenant changes behind `Watch` (SPEC §5).
+//! - [`relay`] — relay (sidecar) mode: a store backed by the upstream service, fed by `Watch`.
 //! - [`invalidation`] — cross-replica cache invalidation over PostgreSQL LISTEN/NOTIFY (SPEC §5).
 //! - [`http`] — the HTTP listener: the Stripe webhook, health, readiness, metrics (SPEC §7, §8).
 //! - [`telemetry`] — Prometheus metric names and the recorder behind `/metrics` (SPEC §8).
@@ -36,9 +38,11 @@ pub mod usage;
 
 pub mod cache;
 pub mod config;
+pub mod feed;
 pub mod grpc;
 pub mod http;
 pub mod invalidation;
+pub mod relay;
 pub mod server;
 pub mod service;
 pub mod store;

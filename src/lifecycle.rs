@@ -175,7 +175,8 @@ pub fn product_trial(policy: &Policy, start: UnixTime, end: UnixTime, now: UnixT
             dismissible: true,
             days_left: 0,
         });
-        s.next_change = Some(hard);
+        // The notice counts the days to hard lock down, so it changes daily until then.
+        s.next_change = next_day_tick(hard, now);
     } else if now < archive {
         s.phase = Phase::HardLocked;
         s.notices.push(Notice {

@@ -165,7 +165,14 @@ pub fn resolve_traced(
     let plan_idx = |key: &str| catalog.plans_by_rank().iter().position(|p| p.key == key);
     for (si, sub) in state.subscriptions.iter().enumerate() {
         let Some(plan) = &sub.plan else { continue };
-        let origin = format!("stripe subscription {} ({})", sub.id, sub.status.as_str());
+        // Which subscription, and which Stripe event last set it (and when).
+        let origin = format!(
+            "stripe subscription {} ({}; last event {} at {})",
+            sub.id,
+            sub.status.as_str(),
+            sub.last_event_id,
+            sub.last_event_created
+        );
         let idx = plan_idx(plan);
         let entitles = sub.status.entitles() && idx.is_some();
         if let Some(t) = trace.as_deref_mut() {
@@ -422,6 +429,10 @@ pub fn resolve_traced(
         if let Some(p) = f.period {
             horizon(p.end);
         }
+    }
+    // A billing period that has not started yet (the calendar month stands in) starts later.
+    if catalog.features.iter().any(|f| f.kind == FeatureKind::Counter(crate::catalog::Period::BillingPeriod)) {
+        horizon(billing.map(|(start, _)| start));
     }
 
     ResolvedTenant {

@@ -4,18 +4,23 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::Server;
+
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tonic_health::ServingStatus;
 
 use crate::catalog::{Catalog, CatalogError, Edition};
 use crate::config::{EditionArg, ServeArgs};
-use crate::grpc::{AdminApi, AdminAuth, DataApi};
+use crate::grpc::{AdminApi, BearerAuth, DataApi};
 use crate::pb::admin_service_server::AdminServiceServer;
 use crate::pb::entitlement_service_server::EntitlementServiceServer;
+use crate::relay::{UpstreamConfig, UpstreamStore};
 use crate::service::Service;
+use crate::store::Store;
 use crate::store::StoreError;
 use crate::store::sql::{Backend, SqlStore};
 
@@ -31,6 +36,8 @@ pub enum ServerError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error("cannot read {path}: {source}")]
+    File { path: String, source: std::io::Error },
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
     #[error("HTTP server: {0}")]
@@ -53,7 +60,8 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
     grpc: JoinHandle<Result<(), tonic::transport::Error>>,
     http: JoinHandle<Result<(), std::io::Error>>,
-    listener: Option<JoinHandle<()>>,
+    /// Listener, watch follower and readiness tasks; they stop on the same signal.
+    background: Vec<JoinHandle<()>>,
 }
 
 impl Running {
@@ -66,9 +74,8 @@ impl Running {
     pub async fn wait(self) -> Result<(), ServerError> {
         let grpc = self.grpc.await.map_err(|e| ServerError::Http(std::io::Error::other(e)))?;
         let http = self.http.await.map_err(|e| ServerError::Http(std::io::Error::other(e)))?;
-        if let Some(listener) = self.listener {
-            // It stops on the same shutdown signal.
-            let _ = listener.await;
+        for task in self.background {
+            let _ = task.await;
         }
         grpc?;
         http.map_err(ServerError::Http)
@@ -89,16 +96,32 @@ pub async fn start(args: &ServeArgs) -> Result<Running, ServerError> {
         });
     }
     crate::telemetry::install();
-    let store = SqlStore::connect(&args.database_url).await?;
-    store.migrate().await?;
-    let backend = store.backend();
-    let service = Arc::new(Service::new(
-        Arc::new(catalog),
-        Arc::new(store),
-        args.cache_capacity,
-        args.max_ttl,
-        args.stale_if_error,
-    ));
+    // The store: the database, or (relay mode) the upstream service.
+    let (store, backend, upstream): (Arc<dyn Store>, Option<Backend>, Option<UpstreamStore>) = match &args.upstream {
+        Some(url) => {
+            let ca = match &args.upstream_ca {
+                Some(p) => Some(
+                    std::fs::read(p).map_err(|source| ServerError::File { path: p.display().to_string(), source })?,
+                ),
+                None => None,
+            };
+            let cfg = UpstreamConfig {
+                url: url.clone(),
+                token: args.upstream_token.clone().or(args.admin_token.clone()),
+                ca,
+            };
+            let up = UpstreamStore::connect(&cfg)?;
+            (Arc::new(up.clone()), None, Some(up))
+        }
+        None => {
+            let store = SqlStore::connect(&args.database_url).await?;
+            store.migrate().await?;
+            let backend = store.backend();
+            (Arc::new(store), Some(backend), None)
+        }
+    };
+    let service =
+        Arc::new(Service::new(Arc::new(catalog), store, args.cache_capacity, args.max_ttl, args.stale_if_error));
 
     let grpc_listener =
         TcpListener::bind(args.grpc_addr).await.map_err(|source| ServerError::Bind { addr: args.grpc_addr, source })?;
@@ -116,28 +139,48 @@ pub async fn start(args: &ServeArgs) -> Result<Running, ServerError> {
         .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
-    let auth = AdminAuth::new(args.admin_token.as_deref());
     let (shutdown, rx) = watch::channel(false);
 
+    let mut background = Vec::new();
     // Several replicas share PostgreSQL: listen for each other's changes.
-    let listener = (backend == Backend::Postgres).then(|| {
-        crate::invalidation::spawn(
-            args.database_url.clone(),
-            crate::invalidation::listener_name(grpc_addr.port()),
-            Arc::clone(&service),
-            rx.clone(),
-        )
-    });
-    let data = EntitlementServiceServer::new(DataApi::new(Arc::clone(&service)));
-    let admin = AdminServiceServer::with_interceptor(AdminApi::new(Arc::clone(&service)), move |r| auth.check(r));
-    // Ready only once the catalog is loaded and the store answers.
-    if service.ready().await {
-        health.set_serving::<EntitlementServiceServer<DataApi>>().await;
-        health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    if backend == Some(Backend::Postgres) {
+        let name = crate::invalidation::listener_name(grpc_addr.port());
+        background.push(crate::invalidation::spawn(args.database_url.clone(), name, Arc::clone(&service), rx.clone()));
     }
+    // A relay follows its upstream's change stream.
+    if let Some(up) = upstream {
+        background.push(crate::relay::spawn_watch(up, Arc::clone(&service), rx.clone()));
+    }
+    // Readiness follows the store (or upstream): serving only while it answers.
+    background.push(tokio::spawn(readiness(Arc::clone(&service), health, rx.clone())));
+
+    let data_auth = BearerAuth::data(args.data_token.as_deref());
+    let admin_auth = BearerAuth::admin(args.admin_token.as_deref());
+    let data = EntitlementServiceServer::with_interceptor(
+        DataApi::new(Arc::clone(&service), args.watch_heartbeat, rx.clone()),
+        move |r| data_auth.check(r),
+    );
+    let admin = AdminServiceServer::with_interceptor(AdminApi::new(Arc::clone(&service)), move |r| admin_auth.check(r));
+
+    let mut builder = Server::builder()
+        .tcp_nodelay(true)
+        .timeout(args.request_timeout)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)));
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let read = |p: &std::path::PathBuf| {
+            std::fs::read(p).map_err(|source| ServerError::File { path: p.display().to_string(), source })
+        };
+        let identity = Identity::from_pem(read(cert)?, read(key)?);
+        builder = builder.tls_config(ServerTlsConfig::new().identity(identity))?;
+    }
+    // Overload: beyond the global limit, shed at once (RESOURCE_EXHAUSTED) rather than queue.
+    let limits = tower::ServiceBuilder::new()
+        .load_shed()
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(args.max_concurrent_requests.max(1)));
     let grpc = tokio::spawn(
-        Server::builder()
-            .tcp_nodelay(true)
+        builder
+            .layer(limits)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -152,8 +195,31 @@ pub async fn start(args: &ServeArgs) -> Result<Running, ServerError> {
     };
     let app = crate::http::router(Arc::clone(&service), webhook);
     let http = tokio::spawn(async move { axum::serve(http_listener, app).with_graceful_shutdown(signalled(rx)).await });
-    tracing::info!(%grpc_addr, %http_addr, edition = %service.catalog().edition, "serving");
-    Ok(Running { grpc_addr, http_addr, service, shutdown, grpc, http, listener })
+    tracing::info!(%grpc_addr, %http_addr, edition = %service.catalog().edition, relay = args.upstream.is_some(), "serving");
+    Ok(Running { grpc_addr, http_addr, service, shutdown, grpc, http, background })
+}
+
+async fn readiness(
+    service: Arc<Service>,
+    health: tonic_health::server::HealthReporter,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut was = None;
+    loop {
+        let ready = service.ready().await;
+        if was != Some(ready) {
+            let status = if ready { ServingStatus::Serving } else { ServingStatus::NotServing };
+            health.set_service_status("", status).await;
+            health.set_service_status("entitlements.v1.EntitlementService", status).await;
+            tracing::info!(ready, "readiness changed");
+            was = Some(ready);
+        }
+        let pause = if ready { Duration::from_secs(2) } else { Duration::from_millis(200) };
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(pause) => {}
+        }
+    }
 }
 
 async fn signalled(mut rx: watch::Receiver<bool>) {

@@ -10,6 +10,7 @@ use crate::cache::{Cached, CachedUsage, Lookup, TenantCache};
 use crate::catalog::{Catalog, FeatureIdx, FeatureKind, Value};
 use crate::decide::{Decision, Intent, Reason, decide, decide_idx};
 use crate::explain::{Explanation, explain};
+use crate::feed::ChangeFeed;
 use crate::resolve::{self, ResolvedTenant};
 use crate::store::{
     Actor, AuditRecord, Committed, Mutation, Replay, Store, StoreError, StoredEvent, StripeOutcome, StripeStatus,
@@ -36,6 +37,13 @@ impl From<StoreError> for ServiceError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Unavailable(_) => ServiceError::Unavailable(e.to_string()),
+            StoreError::Upstream { code: tonic::Code::InvalidArgument, message } => {
+                ServiceError::InvalidArgument { field: "request", message: format!("rejected upstream: {message}") }
+            }
+            StoreError::Upstream { .. } => ServiceError::Unavailable(e.to_string()),
+            StoreError::Unsupported(what) => {
+                ServiceError::InvalidArgument { field: "request", message: what.to_string() }
+            }
             e => ServiceError::Internal(e.to_string()),
         }
     }
@@ -56,6 +64,12 @@ pub struct Stats {
     pub store_errors: AtomicU64,
 }
 
+/// A per-process number distinguishing this run's feed cursors from any other's.
+fn process_epoch() -> u64 {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    (nanos as u64) ^ u64::from(std::process::id()).rotate_left(32)
+}
+
 /// Wall-clock unix seconds: the only clock read of the decision path.
 pub fn unix_now() -> UnixTime {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
@@ -65,6 +79,7 @@ pub struct Service {
     catalog: Arc<Catalog>,
     store: Arc<dyn Store>,
     cache: TenantCache,
+    feed: ChangeFeed,
     pub stats: Stats,
 }
 
@@ -121,6 +136,7 @@ impl Service {
             catalog,
             store,
             cache: TenantCache::new(cache_capacity, max_ttl, stale_bound),
+            feed: ChangeFeed::new(process_epoch(), 65_536),
             stats: Stats::default(),
         }
     }
@@ -154,19 +170,35 @@ impl Service {
             .await;
         match result {
             Ok((c, lookup)) => {
-                let counter = if lookup == Lookup::Hit { &self.stats.cache_hits } else { &self.stats.cache_misses };
-                counter.fetch_add(1, Ordering::Relaxed);
+                if lookup == Lookup::Hit {
+                    self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!(telemetry::CACHE_HITS).increment(1);
+                } else {
+                    self.stats.cache_misses.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!(telemetry::CACHE_MISSES).increment(1);
+                }
                 Ok(c)
             }
             Err(e) => {
                 self.stats.store_errors.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(telemetry::STORE_ERRORS).increment(1);
+                tracing::warn!(tenant, error = %e, "tenant load failed");
+                // Within the stale bound, the last resolution we loaded beats a fallback.
+                if let Some(c) = self.cache.last_known(tenant).await {
+                    self.stats.stale_answers.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!(telemetry::STALE_ANSWERS).increment(1);
+                    return Ok(c);
+                }
                 if self.catalog.features.iter().any(|f| f.fallback.is_some()) {
                     self.stats.fallback_answers.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!(telemetry::FALLBACK_ANSWERS).increment(1);
                     let tenant = resolve::fallback(&self.catalog, tenant, unix_now());
                     return Ok(Arc::new(Cached { tenant, epoch: 0 }));
                 }
                 Err(match &*e {
-                    StoreError::Unavailable(_) => ServiceError::Unavailable(e.to_string()),
+                    StoreError::Unavailable(_) | StoreError::Upstream { .. } => {
+                        ServiceError::Unavailable(e.to_string())
+                    }
                     other => ServiceError::Internal(other.to_string()),
                 })
             }
@@ -486,10 +518,22 @@ impl Service {
         }
     }
 
-    /// Forget a tenant on this replica after a change committed at `revision`.
+    /// Forget a tenant on this replica after a change committed at `revision`, and tell
+    /// this replica's watchers.
     pub async fn invalidate(&self, tenant: &str, revision: u64) {
         metrics::counter!(telemetry::INVALIDATIONS).increment(1);
         self.cache.invalidate(tenant, revision).await;
+        self.feed.change(tenant, revision);
+    }
+
+    /// Forget everything (changes may have been missed), and tell watchers to do the same.
+    pub fn flush(&self) {
+        self.cache.flush();
+        self.feed.reset();
+    }
+
+    pub fn feed(&self) -> &ChangeFeed {
+        &self.feed
     }
 
     /// Translate and apply a verified Stripe event; invalidate what it changed.

@@ -578,8 +578,9 @@ fn billing_period_starting_after_now_is_a_threshold() {
     );
 }
 
-/// (g): in the soft-lock week the TRIAL_EXPIRED notice counts the days to hard lock, but
-/// `valid_until` is the hard-lock instant, so a cached notice keeps saying "within 7 day(s)".
+/// (g): in the soft-lock week the TRIAL_EXPIRED notice counts the days to hard lock, so
+/// `valid_until` must be the next day boundary, not the hard-lock instant — otherwise a cached
+/// notice would keep saying "within 7 day(s)".
 #[test]
 fn trial_expired_notice_is_stable_until_valid_until() {
     let c = Arc::clone(&CATALOGS[0]);
@@ -591,8 +592,9 @@ fn trial_expired_notice_is_stable_until_valid_until() {
     };
     let r0 = resolve(&c, &state, T0);
     let valid_until = r0.valid_until.unwrap();
-    let later = T0 + DAY;
-    assert!(later < valid_until);
-    let r1 = resolve(&c, &state, later);
+    assert!(valid_until <= T0 + DAY, "valid_until {valid_until} lets the countdown go stale");
+    let r1 = resolve(&c, &state, valid_until - 1);
     assert_eq!(r0.lifecycle.notices, r1.lifecycle.notices, "valid_until {valid_until}");
+    let r2 = resolve(&c, &state, T0 + DAY);
+    assert_ne!(r0.lifecycle.notices, r2.lifecycle.notices, "the countdown moves a day later");
 }

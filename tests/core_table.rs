@@ -407,7 +407,8 @@ fn product_trial_timeline() {
             plan: "premium",
             source: PlanSource::ProductTrial,
             notice: Some((NoticeKind::TrialExpired, 0)),
-            valid_until: end + 7 * DAY,
+            // The notice counts the days to hard lock down: it changes at the next day boundary.
+            valid_until: end + DAY,
         },
         Row {
             day: 21,

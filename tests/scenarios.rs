@@ -1551,6 +1551,8 @@ fn scenarios_against_the_core() {
 
 struct ServerWorld {
     running: Running,
+    /// When the scenario runs through a relay: the relay in front of `running`.
+    relay: Option<Running>,
     data: EntitlementServiceClient<Channel>,
     admin: AdminServiceClient<Channel>,
     t0: UnixTime,
@@ -1654,7 +1656,7 @@ fn serve_defaults() -> ServeArgs {
 }
 
 impl ServerWorld {
-    async fn start(l: &Loaded) -> ServerWorld {
+    async fn start(l: &Loaded, through_relay: bool) -> ServerWorld {
         let dir = tempfile::tempdir().expect("tempdir");
         let args = ServeArgs {
             catalog: l.catalog_path.clone(),
@@ -1673,12 +1675,29 @@ impl ServerWorld {
         };
         let running =
             server::start(&args).await.unwrap_or_else(|e| panic!("{}: the server does not start: {e}", l.file));
-        let url = format!("http://{}", running.grpc_addr);
+        // Through a relay: a second server with no database, in front of the first.
+        let relay = if through_relay {
+            let relay_args = ServeArgs {
+                upstream: Some(format!("http://{}", running.grpc_addr)),
+                database_url: String::new(),
+                watch_heartbeat: Duration::from_millis(200),
+                ..args.clone()
+            };
+            Some(
+                server::start(&relay_args)
+                    .await
+                    .unwrap_or_else(|e| panic!("{}: the relay does not start: {e}", l.file)),
+            )
+        } else {
+            None
+        };
+        let url = format!("http://{}", relay.as_ref().unwrap_or(&running).grpc_addr);
         let data =
             EntitlementServiceClient::connect(url.clone()).await.unwrap_or_else(|e| panic!("{}: connect: {e}", l.file));
         let admin = AdminServiceClient::connect(url).await.unwrap_or_else(|e| panic!("{}: connect: {e}", l.file));
         ServerWorld {
             running,
+            relay,
             data,
             admin,
             t0: entitlements::service::unix_now(),
@@ -1942,29 +1961,44 @@ fn missing(what: &str) -> RpcError {
 /// Path 2: every scenario (except `core_only` ones) against a real server over TCP.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scenarios_against_the_server() {
+    run_servers(false).await;
+}
+
+/// Path 3: the same scenarios through a relay (sidecar mode) in front of the server: its
+/// answers must be identical to the server's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenarios_through_a_relay() {
+    run_servers(true).await;
+}
+
+async fn run_servers(through_relay: bool) {
+    let path = if through_relay { "relay" } else { "server" };
     let all = load_all();
     let mut out = Outcomes::default();
     let (mut assertions, mut ran, mut skipped) = (0, 0, 0);
     for l in &all {
         if l.scenario.core_only {
-            println!("server {} — skipped: core_only (Stripe subscriptions cannot be created over gRPC yet)", l.file);
+            println!("{path} {} — skipped: core_only (Stripe subscriptions cannot be created over gRPC yet)", l.file);
             skipped += 1;
             continue;
         }
-        println!("server {} — {}", l.file, l.scenario.description);
-        let mut world = ServerWorld::start(l).await;
+        println!("{path} {} — {}", l.file, l.scenario.description);
+        let mut world = ServerWorld::start(l, through_relay).await;
         for (i, step) in l.scenario.steps.iter().enumerate() {
             assertions += step.assertions();
             let r = world.run(step).await;
             out.report(PathKind::Server, &world.file, i, step, r);
         }
+        if let Some(relay) = world.relay.take() {
+            relay.stop().await.unwrap_or_else(|e| panic!("{}: the relay does not stop cleanly: {e}", l.file));
+        }
         world.running.stop().await.unwrap_or_else(|e| panic!("{}: the server does not stop cleanly: {e}", l.file));
         ran += 1;
     }
     println!(
-        "server: {ran} scenario file(s) run, {skipped} core-only skipped, {assertions} assertion(s), {} failure(s)",
+        "{path}: {ran} scenario file(s) run, {skipped} core-only skipped, {assertions} assertion(s), {} failure(s)",
         out.failures.len()
     );
-    assert!(ran > 0, "no scenario ran against the server");
-    out.finish("server");
+    assert!(ran > 0, "no scenario ran against the {path}");
+    out.finish(path);
 }

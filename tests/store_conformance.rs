@@ -86,6 +86,8 @@ conformance!(
     stripe_entitlement_summary_replaces_its_grants,
     concurrent_stripe_events_keep_the_newest,
     concurrent_first_stripe_events_keep_the_newest,
+    concurrent_entitlement_summaries_keep_the_newest,
+    load_lists_are_ordered_by_key,
 );
 
 mod harness {
@@ -1663,49 +1665,64 @@ mod cases {
         assert_eq!(o.status, StripeStatus::PendingTenant);
     }
 
+    /// Rounds of each race: one interleaving may happen to be harmless, several rarely are.
+    const RACE_ROUNDS: i64 = 5;
+
     /// Stripe does not order deliveries, and replicas apply them concurrently: whatever the
-    /// interleaving, the subscription ends in the state of its newest event.
+    /// interleaving, a subscription ends in the state of its newest event.
     async fn racing_events(db: &Db, with_base: bool) {
         let stores = [db.store.clone(), db.second_store().await];
         mutate(&*db.store, "acme", put_tenant(Some("cus_1"), None, None), T0).await;
-        if with_base {
-            let base = SubEvent::new("evt_base", "sub_1", "cus_1", T0).hint("acme");
-            assert_eq!(apply(&*db.store, &base, T0).await.status, StripeStatus::Applied);
-        }
+        let mut expected_revision = 1;
         let n = 20_i64;
-        let mut tasks = Vec::new();
-        // Newest first, so that older events arrive while newer ones are in flight.
-        for i in (1..=n).rev() {
-            let s = stores[(i % 2) as usize].clone();
-            tasks.push(tokio::spawn(async move {
-                let e = SubEvent::new(&format!("evt_{i}"), "sub_1", "cus_1", T0 + i)
-                    .hint("acme")
-                    .plan("team", Some(i))
-                    .addon("extra_seats", &format!("si_{i}"), i);
-                s.apply_stripe_event(&e.env, &e.translation(), None, T0 + 1000).await
-            }));
-        }
-        let mut applied = 0_u64;
-        for t in tasks {
-            let o = t.await.expect("task").expect("apply_stripe_event");
-            match o.status {
-                StripeStatus::Applied => applied += 1,
-                StripeStatus::Stale => {}
-                other => panic!("unexpected status {other:?}"),
+        for round in 0..RACE_ROUNDS {
+            let sub_id = format!("sub_{round}");
+            if with_base {
+                let base = SubEvent::new(&format!("evt_{round}_base"), &sub_id, "cus_1", T0).hint("acme");
+                assert_eq!(apply(&*db.store, &base, T0).await.status, StripeStatus::Applied);
+                expected_revision += 1;
             }
+            let mut tasks = Vec::new();
+            // Newest first, so that older events arrive while newer ones are in flight.
+            for i in (1..=n).rev() {
+                let s = stores[(i % 2) as usize].clone();
+                let sub_id = sub_id.clone();
+                tasks.push(tokio::spawn(async move {
+                    let e = SubEvent::new(&format!("evt_{round}_{i}"), &sub_id, "cus_1", T0 + i)
+                        .hint("acme")
+                        .plan("team", Some(i))
+                        .addon("extra_seats", &format!("si_{round}_{i}"), i);
+                    s.apply_stripe_event(&e.env, &e.translation(), None, T0 + 1000).await
+                }));
+            }
+            let mut applied = 0_u64;
+            for t in tasks {
+                let o = t.await.expect("task").expect("apply_stripe_event");
+                match o.status {
+                    StripeStatus::Applied => applied += 1,
+                    StripeStatus::Stale => {}
+                    other => panic!("unexpected status {other:?}"),
+                }
+            }
+            expected_revision += applied;
+            let t = load(&*db.store, "acme").await;
+            let sub = t.subscriptions.iter().find(|s| s.id == sub_id).expect("subscription row");
+            assert_eq!(
+                (sub.last_event_created, sub.last_event_id.clone(), sub.seats),
+                (T0 + n, format!("evt_{round}_{n}"), Some(n)),
+                "round {round}: the newest event wins ({applied} of {n} applied)"
+            );
+            let grants: Vec<_> = t
+                .addon_grants
+                .iter()
+                .filter(
+                    |g| matches!(&g.origin, GrantOrigin::Stripe { subscription_id, .. } if *subscription_id == sub_id),
+                )
+                .map(|g| (g.addon.as_str(), g.quantity))
+                .collect();
+            assert_eq!(grants, [("extra_seats", n)], "round {round}: only the newest event's items are granted");
+            assert_eq!(t.revision, expected_revision, "round {round}: one revision per applied event");
         }
-        let t = load(&*db.store, "acme").await;
-        assert_eq!(t.subscriptions.len(), 1);
-        let sub = &t.subscriptions[0];
-        assert_eq!(
-            (sub.last_event_created, sub.last_event_id.as_str(), sub.seats),
-            (T0 + n, "evt_20", Some(n)),
-            "the newest event wins ({applied} of {n} applied)"
-        );
-        let grants: Vec<_> = t.addon_grants.iter().map(|g| (g.addon.as_str(), g.quantity)).collect();
-        assert_eq!(grants, [("extra_seats", n)], "only the newest event's items are granted");
-        let base_revisions = if with_base { 2 } else { 1 };
-        assert_eq!(t.revision, base_revisions + applied, "one revision per applied event");
     }
 
     pub async fn concurrent_stripe_events_keep_the_newest(db: Db) {
@@ -1714,5 +1731,63 @@ mod cases {
 
     pub async fn concurrent_first_stripe_events_keep_the_newest(db: Db) {
         racing_events(&db, false).await;
+    }
+
+    pub async fn concurrent_entitlement_summaries_keep_the_newest(db: Db) {
+        let stores = [db.store.clone(), db.second_store().await];
+        mutate(&*db.store, "acme", put_tenant(Some("cus_s"), None, None), T0).await;
+        let n = 20_i64;
+        for round in 0..RACE_ROUNDS {
+            let mut tasks = Vec::new();
+            for i in (1..=n).rev() {
+                let s = stores[(i % 2) as usize].clone();
+                tasks.push(tokio::spawn(async move {
+                    let created = T0 + round * 100 + i;
+                    let env = envelope(
+                        &format!("evt_sum_{round}_{i}"),
+                        "entitlements.active_entitlement_summary.updated",
+                        created,
+                    );
+                    let change = Change::EntitlementSummary {
+                        customer_id: "cus_s".into(),
+                        lookup_keys: vec![format!("key_{round}_{i:02}")],
+                    };
+                    s.apply_stripe_event(&env, &Ok(Translation { change, errors: vec![] }), None, created).await
+                }));
+            }
+            for t in tasks {
+                let o = t.await.expect("task").expect("apply_stripe_event");
+                assert!(matches!(o.status, StripeStatus::Applied | StripeStatus::Stale), "{o:?}");
+            }
+            let keys: Vec<_> = load(&*db.store, "acme").await.addon_grants.into_iter().map(|g| g.addon).collect();
+            assert_eq!(keys, [format!("key_{round}_{n}")], "round {round}: exactly the newest summary's entitlements");
+        }
+    }
+
+    /// Both backends return a tenant's lists in the same (byte-wise key) order.
+    pub async fn load_lists_are_ordered_by_key(db: Db) {
+        let s = &*db.store;
+        let keys = ["b", "a_b", "aa", "B", "a-c", "a", "Ab", "a.b", "ab"];
+        for (i, k) in keys.iter().enumerate() {
+            let at = T0 + i as i64;
+            mutate(s, "t", Mutation::AssignPlan { plan: (*k).into(), expires_at: None }, at).await;
+            mutate(s, "t", Mutation::GrantAddOn { addon: (*k).into(), quantity: 1, expires_at: None }, at).await;
+            mutate(
+                s,
+                "t",
+                Mutation::SetOverride { feature: (*k).into(), value: Value::Bool(true), expires_at: None },
+                at,
+            )
+            .await;
+        }
+        let mut sorted: Vec<&str> = keys.to_vec();
+        sorted.sort_unstable();
+        let t = load(s, "t").await;
+        let plans: Vec<_> = t.plan_assignments.iter().map(|a| a.plan.as_str()).collect();
+        let addons: Vec<_> = t.addon_grants.iter().map(|g| g.addon.as_str()).collect();
+        let features: Vec<_> = t.overrides.iter().map(|o| o.feature.as_str()).collect();
+        assert_eq!(plans, sorted);
+        assert_eq!(addons, sorted);
+        assert_eq!(features, sorted);
     }
 }

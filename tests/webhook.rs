@@ -1300,3 +1300,101 @@ async fn pending_events_apply_in_order() {
     }
     h.stop().await;
 }
+
+/// A numeric add-on (AI assistant: 1000 `ai_requests` × quantity) bought through Checkout with
+/// quantity 3 on the subscription item: the limit is 3000 in either order, never 4000 or 6000.
+#[tokio::test]
+async fn numeric_addon_quantity_is_not_double_counted() {
+    let (mut h, _dir) = Harness::fresh().await;
+    let base = now() - 500;
+    for (order, t) in [("checkout-first", "ai-a"), ("subscription-first", "ai-b")] {
+        let sub_id = format!("sub_{t}");
+        let customer = format!("cus_{t}");
+        let cs = event(
+            &format!("evt_cs_{t}"),
+            "checkout.session.completed",
+            base,
+            checkout(&format!("cs_{t}"), &customer, &sub_id, Some(t), Some("ai_assistant")),
+        );
+        let sub = subscription(&sub_id, &customer, Some(t), "active", &[("price_ai_assistant_monthly", 3)], None);
+        let created = event(&format!("evt_created_{t}"), "customer.subscription.created", base, sub);
+        let bodies = if order == "checkout-first" { [&cs, &created] } else { [&created, &cs] };
+        for b in bodies {
+            h.deliver_expect(b, "applied").await;
+        }
+        let d = h.check(t, "ai_requests").await;
+        assert!(d.allowed, "{order}: {d:?}");
+        assert_eq!(d.limit, Some(3000), "{order}: quantity 3 × 1000, counted once");
+        let e = h.explain(t).await;
+        let grants = applied_addon(&e, "ai_requests", "ai_assistant");
+        assert_eq!(grants.len(), 1, "{order}: {:?}", feature(&e, "ai_requests").contributions);
+        assert_eq!(grants[0].quantity, 3, "{order}");
+    }
+    h.stop().await;
+}
+
+/// A pending event also applies when a later event names the tenant for that customer
+/// (`metadata.tenant_id` on a checkout session links the customer).
+#[tokio::test]
+async fn pending_event_applies_when_a_later_event_links_the_customer() {
+    let (mut h, _dir) = Harness::fresh().await;
+    let base = now() - 500;
+    let t = "linked-co";
+    let sub = subscription("sub_link", "cus_link", None, "active", &[("price_premium_monthly", 1)], None);
+    h.deliver_expect(&event("evt_link_sub", "customer.subscription.created", base, sub), "pending_tenant").await;
+    assert_eq!(h.check(t, "audit_log").await.plan, "free");
+    // An add-on bought for the same customer, this time with the tenant named.
+    let cs = checkout("cs_link", "cus_link", "sub_link_addon", Some(t), Some("teams"));
+    h.deliver_expect(&event("evt_link_cs", "checkout.session.completed", base + 10, cs), "applied").await;
+    let e = h.explain(t).await;
+    assert_eq!(plan(&e).key, "premium", "the waiting subscription event applied once the customer was linked");
+    assert_eq!(h.stored_event("evt_link_sub").await.status, "applied");
+    assert!(h.check(t, "teams_integration").await.allowed);
+    assert!(h.check(t, "audit_log").await.allowed);
+    h.stop().await;
+}
+
+/// Verified events this service does not act on (a payment-mode checkout) are acknowledged
+/// and stored as `ignored`, and change nothing.
+#[tokio::test]
+async fn ignored_event_changes_nothing() {
+    let (mut h, _dir) = Harness::fresh().await;
+    let t = "quiet-co";
+    h.put_tenant(t, "cus_quiet").await;
+    let at = now();
+    let snap = h.snapshot(t, at).await;
+    let mut cs = checkout("cs_payment", "cus_quiet", "sub_none", Some(t), Some("teams"));
+    cs["mode"] = json!("payment");
+    cs["subscription"] = Value::Null;
+    h.deliver_expect(&event("evt_payment_mode", "checkout.session.completed", now() - 10, cs), "ignored").await;
+    assert_eq!(h.snapshot(t, at).await, snap);
+    assert_eq!(h.stored_event("evt_payment_mode").await.status, "ignored");
+    assert!(!h.check(t, "teams_integration").await.allowed);
+    h.stop().await;
+}
+
+/// SPEC §7: "An event for an unknown customer is stored and applied when the tenant appears — not
+/// dropped." That holds for a failed-payment invoice too: the tenant that later claims the
+/// customer must end up past due.
+#[tokio::test]
+async fn invoice_for_unknown_customer_waits_for_its_tenant() {
+    let (mut h, _dir) = Harness::fresh().await;
+    let base = now() - 500;
+    let t = "late-payer";
+    let c = "cus_late_payer";
+    let sub = subscription("sub_late_payer", c, None, "active", &[("price_pro_monthly", 1)], None);
+    h.deliver_expect(&event("evt_lp_sub", "customer.subscription.created", base, sub), "pending_tenant").await;
+    let failed = invoice("in_late_payer", c, "sub_late_payer", false);
+    let reply = h.deliver(&event("evt_lp_invoice", "invoice.payment_failed", base + 10, failed)).await;
+    assert_eq!(
+        reply["status"], "pending_tenant",
+        "an invoice of an unknown customer must be kept, not ignored: {reply}"
+    );
+    h.put_tenant(t, c).await;
+    let e = h.explain(t).await;
+    assert_eq!(plan(&e).key, "pro");
+    assert_eq!(lifecycle(&e).phase(), Phase::PastDue, "the failed payment applied after the subscription");
+    assert!(has_notice(&e.notices, NoticeKind::PaymentPastDue));
+    assert_eq!(h.stored_event("evt_lp_invoice").await.status, "applied");
+    h.stop().await;
+}

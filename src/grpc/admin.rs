@@ -3,45 +3,14 @@
 
 use std::sync::Arc;
 
-use subtle::ConstantTimeEq;
 use tonic::{Request, Response, Status};
 
-use super::data::subscription;
-use super::{from_ts, opt_ts, required, ts, value};
+use super::{from_ts, opt_ts, required, ts};
 use crate::catalog::Value;
 use crate::pb::{self, admin_service_server::AdminService};
 use crate::service::Service;
 use crate::store::{Mutation, TrialExtension};
-use crate::tenant::{DAY, GrantOrigin, TenantState, Trial};
-
-/// Interceptor: `authorization: Bearer <token>`. Without a configured token the plane is closed.
-#[derive(Clone)]
-pub struct AdminAuth {
-    token: Option<Arc<[u8]>>,
-}
-
-impl AdminAuth {
-    pub fn new(token: Option<&str>) -> AdminAuth {
-        AdminAuth { token: token.filter(|t| !t.is_empty()).map(|t| Arc::from(t.as_bytes())) }
-    }
-
-    pub fn check(&self, req: Request<()>) -> Result<Request<()>, Status> {
-        let Some(expected) = &self.token else {
-            return Err(Status::unauthenticated("the admin plane is disabled: start the server with --admin-token"));
-        };
-        let presented = req
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| Status::unauthenticated("missing `authorization: Bearer <token>`"))?;
-        if bool::from(presented.as_bytes().ct_eq(expected)) {
-            Ok(req)
-        } else {
-            Err(Status::unauthenticated("invalid admin token"))
-        }
-    }
-}
+use crate::tenant::{DAY, Trial};
 
 #[derive(Clone)]
 pub struct AdminApi {
@@ -68,60 +37,6 @@ impl AdminApi {
     }
 }
 
-fn tenant_msg(s: &TenantState) -> pb::Tenant {
-    pb::Tenant {
-        tenant_id: s.tenant_id.clone(),
-        stripe_customer_id: s.stripe_customer_id.clone().unwrap_or_default(),
-        trial_start: s.trial.map(|t| ts(t.start)),
-        trial_end: s.trial.map(|t| ts(t.end)),
-        archived: s.archived,
-        revision: s.revision,
-        subscriptions: s.subscriptions.iter().map(subscription).collect(),
-        plan_assignments: s
-            .plan_assignments
-            .iter()
-            .map(|a| pb::PlanAssignment {
-                plan: a.plan.clone(),
-                actor: a.actor.clone(),
-                rationale: a.rationale.clone(),
-                assigned_at: Some(ts(a.assigned_at)),
-                expires_at: opt_ts(a.expires_at),
-            })
-            .collect(),
-        addon_grants: s
-            .addon_grants
-            .iter()
-            .map(|g| pb::AddOnGrant {
-                addon: g.addon.clone(),
-                quantity: g.quantity,
-                origin: match &g.origin {
-                    GrantOrigin::Manual => "manual".into(),
-                    GrantOrigin::Stripe { subscription_id, .. } => subscription_id.clone(),
-                    GrantOrigin::StripeEntitlement { lookup_key } => {
-                        format!("stripe entitlement {lookup_key}")
-                    }
-                },
-                actor: g.actor.clone(),
-                rationale: g.rationale.clone(),
-                granted_at: Some(ts(g.granted_at)),
-                expires_at: opt_ts(g.expires_at),
-            })
-            .collect(),
-        overrides: s
-            .overrides
-            .iter()
-            .map(|o| pb::Override {
-                feature: o.feature.clone(),
-                value: Some(value(o.value)),
-                actor: o.actor.clone(),
-                rationale: o.rationale.clone(),
-                set_at: Some(ts(o.set_at)),
-                expires_at: opt_ts(o.expires_at),
-            })
-            .collect(),
-    }
-}
-
 #[tonic::async_trait]
 impl AdminService for AdminApi {
     async fn put_tenant(&self, req: Request<pb::PutTenantRequest>) -> Result<Response<pb::PutTenantResponse>, Status> {
@@ -140,13 +55,13 @@ impl AdminService for AdminApi {
         let m = Mutation::PutTenant { stripe_customer_id: customer, trial, archived: r.archived };
         let c = self.mutate(&r.tenant_id, &r.actor, &r.rationale, m).await?;
         let state = self.service.tenant(&r.tenant_id).await?;
-        Ok(Response::new(pb::PutTenantResponse { revision: c.revision, tenant: Some(tenant_msg(&state)) }))
+        Ok(Response::new(pb::PutTenantResponse { revision: c.revision, tenant: Some(super::state::tenant(&state)) }))
     }
 
     async fn get_tenant(&self, req: Request<pb::GetTenantRequest>) -> Result<Response<pb::GetTenantResponse>, Status> {
         let r = req.into_inner();
         let state = self.service.tenant(&r.tenant_id).await?;
-        Ok(Response::new(pb::GetTenantResponse { known: state.known, tenant: Some(tenant_msg(&state)) }))
+        Ok(Response::new(pb::GetTenantResponse { known: state.known, tenant: Some(super::state::tenant(&state)) }))
     }
 
     async fn assign_plan(

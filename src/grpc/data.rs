@@ -1,25 +1,106 @@
 //! `EntitlementService`: the data plane.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
 
 use tonic::{Request, Response, Status};
 
 use super::{decision, decision_for, from_ts, intent, kind, notice, opt_ts, phase, ts, value};
 use crate::catalog::Value;
 use crate::explain::lifecycle_summary;
+use crate::feed::FeedEvent;
 use crate::pb::{self, entitlement_service_server::EntitlementService};
 use crate::resolve::{ContributionKind, PlanSource};
 use crate::service::{CheckItem, Service};
 use crate::store::UsageMode;
+use crate::telemetry;
 
 #[derive(Clone)]
 pub struct DataApi {
     service: Arc<Service>,
+    heartbeat: Duration,
+    shutdown: watch::Receiver<bool>,
 }
 
 impl DataApi {
-    pub fn new(service: Arc<Service>) -> DataApi {
-        DataApi { service }
+    /// `heartbeat`: how often an idle `Watch` stream says it is alive; `shutdown` ends every
+    /// stream so that a graceful shutdown is not held open by watchers.
+    pub fn new(service: Arc<Service>, heartbeat: Duration, shutdown: watch::Receiver<bool>) -> DataApi {
+        DataApi { service, heartbeat, shutdown }
+    }
+}
+
+/// Decision metrics: latency of the whole decision path, decisions by reason, shadow denials.
+fn observe(decisions: &[crate::decide::Decision], started: Instant) {
+    metrics::histogram!(telemetry::DECISION_SECONDS).record(started.elapsed().as_secs_f64());
+    for d in decisions {
+        metrics::counter!(telemetry::DECISIONS, "reason" => d.reason.as_str()).increment(1);
+        if let Some(r) = d.shadow_denial {
+            metrics::counter!(telemetry::SHADOW_DENIALS, "reason" => r.as_str()).increment(1);
+        }
+    }
+}
+
+fn watch_event(
+    kind: pb::WatchEventKind,
+    tenant: &str,
+    revision: u64,
+    cursor: String,
+) -> Result<pb::WatchResponse, Status> {
+    Ok(pb::WatchResponse { kind: kind as i32, tenant_id: tenant.to_string(), revision, cursor })
+}
+
+/// Forward feed events to one watcher until it goes away.
+async fn pump(
+    service: Arc<Service>,
+    cursor: String,
+    heartbeat: Duration,
+    tx: mpsc::Sender<Result<pb::WatchResponse, Status>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let feed = service.feed();
+    let mut sub = feed.subscribe(&cursor);
+    let mut last = sub.last_seq;
+    let first = if sub.resumed { pb::WatchEventKind::Resumed } else { pb::WatchEventKind::Reset };
+    if tx.send(watch_event(first, "", 0, feed.cursor(last))).await.is_err() {
+        return;
+    }
+    let send = |e: &FeedEvent| match e {
+        FeedEvent::Change { seq, tenant, revision } => {
+            watch_event(pb::WatchEventKind::Change, tenant, *revision, feed.cursor(*seq))
+        }
+        FeedEvent::Reset { seq } => watch_event(pb::WatchEventKind::Reset, "", 0, feed.cursor(*seq)),
+    };
+    for e in &sub.backlog {
+        if tx.send(send(e)).await.is_err() {
+            return;
+        }
+        last = last.max(e.seq());
+    }
+    let mut ticks = tokio::time::interval(heartbeat);
+    ticks.tick().await;
+    loop {
+        let msg = tokio::select! {
+            _ = tx.closed() => return,
+            _ = shutdown.wait_for(|s| *s) => return,
+            _ = ticks.tick() => watch_event(pb::WatchEventKind::Heartbeat, "", 0, feed.cursor(last)),
+            e = sub.live.recv() => match e {
+                Ok(e) if e.seq() <= last => continue,
+                Ok(e) => {
+                    last = e.seq();
+                    send(&e)
+                }
+                // Too slow to keep up: it cannot know what it missed, so it must forget everything.
+                Err(broadcast::error::RecvError::Lagged(_)) => watch_event(pb::WatchEventKind::Reset, "", 0, feed.cursor(last)),
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+        };
+        if tx.send(msg).await.is_err() {
+            return;
+        }
     }
 }
 
@@ -43,34 +124,39 @@ fn contribution_kind(k: ContributionKind) -> pb::ContributionKind {
     }
 }
 
-pub fn change(c: &crate::tenant::Change) -> pb::Change {
-    pb::Change { actor: c.actor.clone(), at: Some(ts(c.at)), rationale: c.rationale.clone(), origin: c.origin.clone() }
-}
-
-pub fn subscription(s: &crate::tenant::Subscription) -> pb::Subscription {
-    pb::Subscription {
-        id: s.id.clone(),
-        status: s.status.as_str().to_string(),
-        plan: s.plan.clone().unwrap_or_default(),
-        interval: s.interval.map(|i| i.as_str().to_string()).unwrap_or_default(),
-        seats: s.seats.unwrap_or_default(),
-        trial_end: opt_ts(s.trial_end),
-        current_period_start: opt_ts(s.current_period_start),
-        current_period_end: opt_ts(s.current_period_end),
-        cancel_at_period_end: s.cancel_at_period_end,
-        last_event_created: Some(ts(s.last_event_created)),
-        last_event_id: s.last_event_id.clone(),
-    }
-}
-
 #[tonic::async_trait]
 impl EntitlementService for DataApi {
+    type WatchStream = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
+
+    async fn watch(&self, req: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let cursor = req.into_inner().cursor;
+        let (tx, rx) = mpsc::channel(1024);
+        tokio::spawn(pump(Arc::clone(&self.service), cursor, self.heartbeat, tx, self.shutdown.clone()));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn get_tenant_state(
+        &self,
+        req: Request<pb::GetTenantStateRequest>,
+    ) -> Result<Response<pb::GetTenantStateResponse>, Status> {
+        let r = req.into_inner();
+        let state = self.service.tenant(&r.tenant_id).await?;
+        Ok(Response::new(pb::GetTenantStateResponse {
+            tenant: Some(super::state::tenant(&state)),
+            known: state.known,
+            last_change: state.last_change.as_ref().map(super::state::change),
+        }))
+    }
+
     async fn check(&self, req: Request<pb::CheckRequest>) -> Result<Response<pb::CheckResponse>, Status> {
+        let started = Instant::now();
         let req = req.into_inner();
         let intent = intent(req.intent)?;
         let (c, d) = self.service.check(&req.tenant_id, &req.feature, req.quantity, intent, req.min_revision).await?;
         tracing::debug!(tenant = %req.tenant_id, feature = %req.feature, allowed = d.allowed, reason = d.reason.as_str(), "check");
-        Ok(Response::new(pb::CheckResponse { decision: Some(decision_for(&c.tenant, &d, &req.feature)) }))
+        let out = pb::CheckResponse { decision: Some(decision_for(&c.tenant, &d, &req.feature)) };
+        observe(std::slice::from_ref(&d), started);
+        Ok(Response::new(out))
     }
 
     async fn check_batch(
@@ -83,8 +169,10 @@ impl EntitlementService for DataApi {
             .iter()
             .map(|i| Ok(CheckItem { feature: i.feature.clone(), quantity: i.quantity, intent: intent(i.intent)? }))
             .collect::<Result<Vec<_>, Status>>()?;
+        let started = Instant::now();
         let (c, ds) = self.service.check_batch(&req.tenant_id, &items, req.min_revision).await?;
         let decisions = ds.iter().zip(&items).map(|(d, i)| decision_for(&c.tenant, d, &i.feature)).collect();
+        observe(&ds, started);
         Ok(Response::new(pb::CheckBatchResponse { decisions }))
     }
 
@@ -123,7 +211,7 @@ impl EntitlementService for DataApi {
                             note: c.note.clone(),
                         })
                         .collect(),
-                    last_change: f.last_change.as_ref().map(change),
+                    last_change: f.last_change.as_ref().map(super::state::change),
                     summary: f.summary.clone(),
                     shadow: def.enforcement == crate::catalog::Enforcement::Shadow,
                 }
@@ -178,8 +266,8 @@ impl EntitlementService for DataApi {
                     reason: o.reason.clone(),
                 })
                 .collect(),
-            last_change: state.last_change.as_ref().map(change),
-            subscriptions: state.subscriptions.iter().map(subscription).collect(),
+            last_change: state.last_change.as_ref().map(super::state::change),
+            subscriptions: state.subscriptions.iter().map(super::state::subscription).collect(),
         }))
     }
 

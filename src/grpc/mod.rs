@@ -3,11 +3,15 @@
 
 mod admin;
 mod data;
+pub mod state;
 
-pub use admin::{AdminApi, AdminAuth};
+pub use admin::AdminApi;
 pub use data::DataApi;
 
+use std::sync::Arc;
+
 use prost_types::Timestamp;
+use subtle::ConstantTimeEq;
 use tonic::Status;
 
 use crate::catalog::{FeatureKind, Value};
@@ -166,4 +170,51 @@ pub fn decision_for(r: &ResolvedTenant, d: &Decision, asked: &str) -> pb::Decisi
 /// The admin plane requires a non-empty string field; name it in the error.
 pub fn required<'a>(field: &'static str, v: &'a str) -> Result<&'a str, Status> {
     if v.trim().is_empty() { Err(Status::invalid_argument(format!("{field}: is required"))) } else { Ok(v) }
+}
+
+/// Interceptor: `authorization: Bearer <token>`, compared in constant time. Without a configured
+/// token the admin plane is closed and the data plane is open.
+#[derive(Clone)]
+pub struct BearerAuth {
+    token: Option<Arc<[u8]>>,
+    open_without_token: bool,
+    plane: &'static str,
+}
+
+impl BearerAuth {
+    pub fn admin(token: Option<&str>) -> BearerAuth {
+        BearerAuth { token: Self::bytes(token), open_without_token: false, plane: "admin" }
+    }
+
+    pub fn data(token: Option<&str>) -> BearerAuth {
+        BearerAuth { token: Self::bytes(token), open_without_token: true, plane: "data" }
+    }
+
+    fn bytes(token: Option<&str>) -> Option<Arc<[u8]>> {
+        token.filter(|t| !t.is_empty()).map(|t| Arc::from(t.as_bytes()))
+    }
+
+    pub fn check(&self, req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        let Some(expected) = &self.token else {
+            return if self.open_without_token {
+                Ok(req)
+            } else {
+                Err(Status::unauthenticated(format!(
+                    "the {} plane is disabled: start the server with --admin-token",
+                    self.plane
+                )))
+            };
+        };
+        let presented = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| Status::unauthenticated("missing `authorization: Bearer <token>`"))?;
+        if bool::from(presented.as_bytes().ct_eq(expected)) {
+            Ok(req)
+        } else {
+            Err(Status::unauthenticated(format!("invalid {} token", self.plane)))
+        }
+    }
 }

@@ -26,6 +26,11 @@ pub enum StoreError {
     /// The usage report would overflow the counter.
     #[error("usage value would overflow the counter")]
     Overflow,
+    /// The upstream service (relay mode) answered with an error.
+    #[error("upstream: {code:?}: {message}")]
+    Upstream { code: tonic::Code, message: String },
+    #[error("not supported here: {0}")]
+    Unsupported(&'static str),
     #[error("unsupported database url `{0}` (use sqlite://PATH, a file path, or postgres://…)")]
     UnsupportedUrl(String),
 }

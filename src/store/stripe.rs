@@ -360,7 +360,14 @@ async fn invoice(
     let owned = customer.map(str::to_string);
     let Some(sub_id) = sub_id else { return Ok((outcome(StripeStatus::Ignored), owned)) };
     let Some((status, created, sub)) = stored_subscription(conn, sub_id).await? else {
-        // We know nothing of this subscription yet: its own events will carry its status.
+        // A customer nobody claims yet: keep the invoice until its tenant appears (its
+        // subscription's events are waiting too, and apply first: they are older).
+        if let Some(c) = customer
+            && tenant_by_customer(conn, c).await?.is_none()
+        {
+            return Ok((pending(), owned));
+        }
+        // A known customer: the subscription's own events will carry its status.
         return Ok((outcome(StripeStatus::Ignored), owned));
     };
     let next = match (paid, status) {
