@@ -82,7 +82,7 @@ pub struct ServeArgs {
     pub database_url: String,
     #[arg(long, env = "ENTITLEMENTS_GRPC_ADDR", default_value = "127.0.0.1:50051")]
     pub grpc_addr: SocketAddr,
-    /// Health, readiness and (later) the Stripe webhook.
+    /// The Stripe webhook (`POST /webhooks/stripe`), `/healthz`, `/readyz` and `/metrics`.
     #[arg(long, env = "ENTITLEMENTS_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,
     /// Bearer token for the AdminService; without one the admin plane is closed.
@@ -116,7 +116,7 @@ pub struct ServeArgs {
     /// database (e.g. `http://entitlements:50051`).
     #[arg(long, env = "ENTITLEMENTS_UPSTREAM")]
     pub upstream: Option<String>,
-    /// Bearer token sent to the upstream's data plane (relay mode).
+    /// Bearer token sent to the upstream (relay mode); defaults to --admin-token.
     #[arg(long, env = "ENTITLEMENTS_UPSTREAM_TOKEN", hide_env_values = true)]
     pub upstream_token: Option<String>,
     /// PEM CA bundle to verify an `https://` upstream (relay mode).
