@@ -330,7 +330,8 @@ async fn apply(
                 next.archived = *a;
             }
             write_tenant_fields(conn, tenant_id, &next).await?;
-            (if current.known { tenant_json(current) } else { null }, tenant_json(&next), next.trial)
+            // Revision 1: this very transaction created the tenant, so there was nothing before.
+            (if current.revision > 1 { tenant_json(current) } else { null }, tenant_json(&next), next.trial)
         }
         Mutation::ExtendTrial { extension } => {
             let trial = extend_trial(current.trial, *extension, by.at);

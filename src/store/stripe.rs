@@ -64,6 +64,22 @@ pub(super) async fn finish(
     Ok(())
 }
 
+/// Lock the tenant's row (creating it if needed) before reading what an event is compared
+/// with: concurrent events for one tenant then decide one after the other, so an older event
+/// can never overwrite a newer one that committed in between (PostgreSQL's default isolation
+/// would otherwise let both read the same old state). The revision is bumped only when applied.
+async fn lock_tenant(conn: &mut AnyConnection, tenant: &str, at: UnixTime) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO tenants (tenant_id, revision, created_at, updated_at) VALUES ($1, 0, $2, $2) \
+         ON CONFLICT (tenant_id) DO UPDATE SET revision = tenants.revision",
+    )
+    .bind(tenant)
+    .bind(at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 async fn tenant_by_customer(conn: &mut AnyConnection, customer: &str) -> Result<Option<String>, StoreError> {
     Ok(sqlx::query_scalar("SELECT tenant_id FROM tenants WHERE stripe_customer_id = $1 ORDER BY tenant_id LIMIT 1")
         .bind(customer)
@@ -190,6 +206,12 @@ pub(super) async fn apply(
     if !t.applicable() {
         let mut o = outcome(StripeStatus::Failed);
         o.error = errors;
+        // Recorded against the tenant it names (if any), so operators find it by tenant.
+        o.tenant_id = match &t.change {
+            Change::Subscription(f) => f.tenant_hint.clone(),
+            Change::Checkout { tenant_hint, .. } => tenant_hint.clone(),
+            _ => None,
+        };
         return Ok((o, customer_of(&t.change)));
     }
     let by = match replay {
@@ -262,6 +284,7 @@ async fn subscription(
     let Some(tenant) = find_tenant(conn, f.tenant_hint.as_deref(), Some(&f.customer_id), Some(&sub.id)).await? else {
         return Ok((pending(), customer));
     };
+    lock_tenant(conn, &tenant, by.at).await?;
     let before = stored_subscription(conn, &sub.id).await?;
     if let Some((status, created, _)) = &before
         && !supersedes(*created, *status, sub.last_event_created, sub.status)
@@ -304,6 +327,7 @@ async fn checkout(
     let Some(tenant) = find_tenant(conn, hint, customer, Some(sub_id)).await? else {
         return Ok((pending(), customer.map(str::to_string)));
     };
+    lock_tenant(conn, &tenant, by.at).await?;
     let revision = bump_revision(conn, &tenant, by).await?;
     let linked = link_customer(conn, &tenant, customer).await?;
     // A completed session means a live subscription; its own events (which carry the items and
@@ -359,6 +383,9 @@ async fn invoice(
 ) -> Result<(StripeOutcome, Option<String>), StoreError> {
     let owned = customer.map(str::to_string);
     let Some(sub_id) = sub_id else { return Ok((outcome(StripeStatus::Ignored), owned)) };
+    if let Some(tenant) = tenant_by_subscription(conn, sub_id).await? {
+        lock_tenant(conn, &tenant, by.at).await?;
+    }
     let Some((status, created, sub)) = stored_subscription(conn, sub_id).await? else {
         // A customer nobody claims yet: keep the invoice until its tenant appears (its
         // subscription's events are waiting too, and apply first: they are older).
@@ -405,6 +432,7 @@ async fn summary(
 ) -> Result<(StripeOutcome, Option<String>), StoreError> {
     let owned = Some(customer.to_string());
     let Some(tenant) = tenant_by_customer(conn, customer).await? else { return Ok((pending(), owned)) };
+    lock_tenant(conn, &tenant, by.at).await?;
     let newest: Option<i64> = sqlx::query_scalar(
         "SELECT MAX(created) FROM stripe_events WHERE tenant_id = $1 AND event_type = $2 AND status = 'applied'",
     )
