@@ -152,6 +152,8 @@ pub async fn start(args: &ServeArgs) -> Result<Running, ServerError> {
         background.push(crate::relay::spawn_watch(up, Arc::clone(&service), rx.clone()));
     }
     // Readiness follows the store (or upstream): serving only while it answers.
+    // Decided before the listener accepts anything: never SERVING before the store answers.
+    set_ready(&health, service.ready().await).await;
     background.push(tokio::spawn(readiness(Arc::clone(&service), health, rx.clone())));
 
     let data_auth = BearerAuth::data(args.data_token.as_deref());
@@ -199,6 +201,12 @@ pub async fn start(args: &ServeArgs) -> Result<Running, ServerError> {
     Ok(Running { grpc_addr, http_addr, service, shutdown, grpc, http, background })
 }
 
+async fn set_ready(health: &tonic_health::server::HealthReporter, ready: bool) {
+    let status = if ready { ServingStatus::Serving } else { ServingStatus::NotServing };
+    health.set_service_status("", status).await;
+    health.set_service_status("entitlements.v1.EntitlementService", status).await;
+}
+
 async fn readiness(
     service: Arc<Service>,
     health: tonic_health::server::HealthReporter,
@@ -208,9 +216,7 @@ async fn readiness(
     loop {
         let ready = service.ready().await;
         if was != Some(ready) {
-            let status = if ready { ServingStatus::Serving } else { ServingStatus::NotServing };
-            health.set_service_status("", status).await;
-            health.set_service_status("entitlements.v1.EntitlementService", status).await;
+            set_ready(&health, ready).await;
             tracing::info!(ready, "readiness changed");
             was = Some(ready);
         }
