@@ -8,8 +8,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 
@@ -188,7 +188,12 @@ pub async fn start(args: &ServeArgs) -> Result<Running, ServerError> {
             .add_service(reflection_v1alpha)
             .add_service(data)
             .add_service(admin)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), signalled(rx.clone())),
+            // Nodelay on every accepted socket: the builder's `tcp_nodelay` only covers listeners
+            // it binds itself, and Nagle + delayed ACK would add ~40 ms to small writes (Watch).
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+                signalled(rx.clone()),
+            ),
     );
     let webhook = crate::http::WebhookConfig {
         secrets: args.stripe_webhook_secrets.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
