@@ -5,7 +5,7 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use entitlements::config::ServeArgs;
@@ -45,35 +45,11 @@ fn relay_args(upstream: SocketAddr) -> ServeArgs {
 }
 
 fn authed<T>(msg: T) -> Request<T> {
-    let mut r = Request::new(msg);
-    r.metadata_mut().insert("authorization", format!("Bearer {TOKEN}").parse().expect("header"));
-    r
+    with_token(TOKEN, msg)
 }
 
 async fn client(r: &Running) -> EntitlementServiceClient<Channel> {
     EntitlementServiceClient::connect(format!("http://{}", r.grpc_addr)).await.expect("connect")
-}
-
-async fn check(c: &mut EntitlementServiceClient<Channel>, tenant: &str, feature: &str) -> Decision {
-    let req = CheckRequest { tenant_id: tenant.into(), feature: feature.into(), ..Default::default() };
-    c.check(req).await.expect("check").into_inner().decision.expect("decision")
-}
-
-async fn eventually(
-    c: &mut EntitlementServiceClient<Channel>,
-    tenant: &str,
-    feature: &str,
-    pred: impl Fn(&Decision) -> bool,
-) -> Duration {
-    let start = Instant::now();
-    loop {
-        let d = check(c, tenant, feature).await;
-        if pred(&d) {
-            return start.elapsed();
-        }
-        assert!(start.elapsed() < Duration::from_secs(20), "condition never held; last {d:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -98,7 +74,7 @@ async fn a_relay_follows_its_upstream_and_survives_its_restart() {
     );
     let (status, reply) = post_event(central.http_addr, &body, SECRET).await;
     assert_eq!(status, 200, "{reply}");
-    let took = eventually(&mut r, "acme", "teams_integration", |d| d.allowed).await;
+    let (_, took) = eventually(&mut r, "acme", "teams_integration", |d| d.allowed).await;
     println!("webhook on central → visible on relay after {took:?}");
 
     // Admin changes and usage reports through the relay are forwarded upstream.

@@ -76,32 +76,7 @@ async fn admin(addr: SocketAddr) -> AdminServiceClient<Channel> {
 }
 
 fn authed<T>(msg: T) -> Request<T> {
-    let mut r = Request::new(msg);
-    r.metadata_mut().insert("authorization", format!("Bearer {TOKEN}").parse().expect("header"));
-    r
-}
-
-async fn check(c: &mut EntitlementServiceClient<Channel>, tenant: &str, feature: &str) -> Decision {
-    let req = CheckRequest { tenant_id: tenant.into(), feature: feature.into(), ..Default::default() };
-    c.check(req).await.expect("check").into_inner().decision.expect("decision")
-}
-
-/// Poll (no timing assertion: only a generous deadline) until `pred` holds on `c`.
-async fn eventually(
-    c: &mut EntitlementServiceClient<Channel>,
-    tenant: &str,
-    feature: &str,
-    pred: impl Fn(&Decision) -> bool,
-) -> Decision {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let d = check(c, tenant, feature).await;
-        if pred(&d) {
-            return d;
-        }
-        assert!(Instant::now() < deadline, "condition never held; last decision {d:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    with_token(TOKEN, msg)
 }
 
 fn grant(tenant: &str, addon: &str) -> GrantAddOnRequest {
@@ -135,7 +110,7 @@ async fn a_change_on_one_replica_reaches_the_other() {
     // B caches a denial, then A grants: B must notice through NOTIFY, not through expiry.
     assert!(!check(&mut db_, "acme", "teams_integration").await.allowed);
     aa.grant_add_on(authed(grant("acme", "teams"))).await.expect("grant on A");
-    let d = eventually(&mut db_, "acme", "teams_integration", |d| d.allowed).await;
+    let (d, _) = eventually(&mut db_, "acme", "teams_integration", |d| d.allowed).await;
     assert_eq!(d.source(), Source::Addon);
 
     // A signed webhook to A: an Enterprise (Entra sync) add-on bought through checkout.

@@ -151,3 +151,37 @@ pub async fn post_event(addr: std::net::SocketAddr, body: &str, secret: &str) ->
     http(addr, "POST", "/webhooks/stripe", &[("Stripe-Signature", &sig), ("Content-Type", "application/json")], body)
         .await
 }
+
+/// A request with `authorization: Bearer <token>`.
+pub fn with_token<T>(token: &str, msg: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("header"));
+    r
+}
+
+type DataClient = entitlements::pb::entitlement_service_client::EntitlementServiceClient<tonic::transport::Channel>;
+
+pub async fn check(c: &mut DataClient, tenant: &str, feature: &str) -> entitlements::pb::Decision {
+    let req =
+        entitlements::pb::CheckRequest { tenant_id: tenant.into(), feature: feature.into(), ..Default::default() };
+    c.check(req).await.expect("check").into_inner().decision.expect("decision")
+}
+
+/// Poll (no timing assertion: only a generous deadline) until `pred` holds; the decision and
+/// how long it took.
+pub async fn eventually(
+    c: &mut DataClient,
+    tenant: &str,
+    feature: &str,
+    pred: impl Fn(&entitlements::pb::Decision) -> bool,
+) -> (entitlements::pb::Decision, std::time::Duration) {
+    let start = std::time::Instant::now();
+    loop {
+        let d = check(c, tenant, feature).await;
+        if pred(&d) {
+            return (d, start.elapsed());
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(20), "condition never held; last decision {d:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
