@@ -95,6 +95,10 @@ struct Args {
     /// Open loop: total requests per second, on a fixed schedule (latency from intended send time).
     #[arg(long)]
     rate: Option<f64>,
+    /// Open loop: how long before each scheduled send to stop sleeping and spin (the timer is
+    /// coarse; a late wake-up would be charged to the server as latency). See `send lag` in the report.
+    #[arg(long, default_value = "2ms", value_parser = humantime::parse_duration)]
+    spin: Duration,
     /// Per-request deadline; a request that exceeds it counts as an error.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     timeout: Duration,
@@ -173,11 +177,15 @@ struct Plan {
     slots: u64,
     next_slot: AtomicU64,
     tenants: Arc<[String]>,
+    spin: Duration,
 }
 
 /// What one task measured.
 struct Tally {
     hist: Histogram<u64>,
+    /// Open loop: how late each request actually went out (send time − intended time). Large
+    /// values mean the generator, not the server, fell behind.
+    lag: Histogram<u64>,
     requests: u64,
     errors: u64,
     error_kinds: Vec<(String, u64)>,
@@ -191,7 +199,7 @@ fn new_hist() -> Histogram<u64> {
 
 impl Tally {
     fn new(now: Instant) -> Tally {
-        Tally { hist: new_hist(), requests: 0, errors: 0, error_kinds: Vec::new(), last_done: now }
+        Tally { hist: new_hist(), lag: new_hist(), requests: 0, errors: 0, error_kinds: Vec::new(), last_done: now }
     }
 
     fn error(&mut self, f: &Failure) {
@@ -209,6 +217,7 @@ impl Tally {
 
     fn merge(&mut self, other: Tally) {
         self.hist.add(&other.hist).expect("same histogram bounds");
+        self.lag.add(&other.lag).expect("same histogram bounds");
         self.requests += other.requests;
         self.errors += other.errors;
         for (k, n) in other.error_kinds {
@@ -221,10 +230,10 @@ impl Tally {
     }
 }
 
-/// Wait until `at` precisely: the tokio timer has millisecond granularity, so sleep to within
-/// a millisecond and then yield until the instant has passed.
-async fn wait_until(at: Instant) {
-    let coarse = at.checked_sub(Duration::from_millis(1)).unwrap_or(at);
+/// Wait until `at` precisely: the tokio timer has millisecond granularity and a sleeping thread
+/// takes a while to wake, so sleep until `spin` before `at` and then yield until it has passed.
+async fn wait_until(at: Instant, spin: Duration) {
+    let coarse = at.checked_sub(spin).unwrap_or(at);
     if Instant::now() < coarse {
         tokio::time::sleep_until(coarse).await;
     }
@@ -256,12 +265,13 @@ async fn run_task(mut client: Client, work: Work, plan: Arc<Plan>, task: u64, ta
                 if at >= plan.end {
                     break;
                 }
-                wait_until(at).await;
+                wait_until(at, plan.spin).await;
                 at
             }
         };
         let tenant = &plan.tenants[((task + i * tasks) % n_tenants) as usize];
         i += 1;
+        let sent = Instant::now();
         let result = match tokio::time::timeout(plan.timeout, client.call(&work, tenant)).await {
             Ok(r) => r,
             Err(_) => Err(Failure::Timeout),
@@ -272,6 +282,10 @@ async fn run_task(mut client: Client, work: Work, plan: Arc<Plan>, task: u64, ta
         }
         tally.requests += 1;
         tally.last_done = done;
+        if plan.interval.is_some() {
+            let lag = u64::try_from(sent.saturating_duration_since(intended).as_nanos()).unwrap_or(u64::MAX);
+            tally.lag.saturating_record(lag.max(1));
+        }
         match result {
             Ok(()) => {
                 let ns = u64::try_from(done.duration_since(intended).as_nanos()).unwrap_or(u64::MAX);
@@ -363,6 +377,7 @@ async fn run(args: &Args, uri: Uri, work: Work) -> Result<Report, String> {
         slots,
         next_slot: AtomicU64::new(0),
         tenants,
+        spin: args.spin,
     });
 
     let tasks = u64::from(args.connections) * u64::from(args.streams);
@@ -413,6 +428,8 @@ fn print_report(args: &Args, r: &Report) {
     let max = if ok == 0 { 0.0 } else { us(h.max()) };
     let mean = if ok == 0 { 0.0 } else { (h.mean() / 100.0).round() / 10.0 };
     let batch = (args.rpc == Rpc::Batch).then_some(args.batch_size);
+    let lag = &r.total.lag;
+    let lag_q = |p: f64| if lag.is_empty() { 0.0 } else { us(lag.value_at_quantile(p)) };
     if args.json {
         let errors: serde_json::Map<String, serde_json::Value> =
             r.total.error_kinds.iter().map(|(k, n)| (k.clone(), serde_json::Value::from(*n))).collect();
@@ -438,6 +455,9 @@ fn print_report(args: &Args, r: &Report) {
             "p99_us": q(0.99),
             "p999_us": q(0.999),
             "max_us": max,
+            "send_lag_p50_us": args.rate.map(|_| lag_q(0.50)),
+            "send_lag_p99_us": args.rate.map(|_| lag_q(0.99)),
+            "send_lag_max_us": args.rate.map(|_| if lag.is_empty() { 0.0 } else { us(lag.max()) }),
         });
         println!("{line}");
     } else {
@@ -467,6 +487,14 @@ fn print_report(args: &Args, r: &Report) {
             q(0.99),
             q(0.999)
         );
+        if args.rate.is_some() {
+            println!(
+                "send lag us p50 {}  p99 {}  max {}  (how late the generator sent; included in latency)",
+                lag_q(0.50),
+                lag_q(0.99),
+                if lag.is_empty() { 0.0 } else { us(lag.max()) }
+            );
+        }
     }
 }
 
