@@ -95,7 +95,17 @@ pub async fn start(args: &ServeArgs) -> Result<Running, ServerError> {
             EditionArg::Ce => Edition::Ce,
         });
     }
-    crate::telemetry::install();
+    if let Some(handle) = crate::telemetry::install() {
+        // Histogram samples are only drained by upkeep: without it, memory grows and every
+        // recording slows until someone scrapes `/metrics`.
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                handle.run_upkeep();
+            }
+        });
+    }
     // The store: the database, or (relay mode) the upstream service.
     let (store, backend, upstream): (Arc<dyn Store>, Option<Backend>, Option<UpstreamStore>) = match &args.upstream {
         Some(url) => {
