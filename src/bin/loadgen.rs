@@ -14,17 +14,35 @@
 //!
 //! Latencies are recorded in nanoseconds in HDR histograms (3 significant figures) and reported
 //! in microseconds; requests that start during the warm-up are sent but not recorded.
+//!
+//! Tenants: by default requests are spread round-robin over `{prefix}0 .. {prefix}{N-1}`
+//! (`--tenant-prefix`, default `t`; `--tenants N`). With `--fresh-tenants` every request —
+//! warm-up and probe included — goes to a tenant not used before in the run, `{prefix}{K}`,
+//! `{prefix}{K+1}`, … from `--tenant-offset K`, to measure cold cache misses; a run that would go
+//! past `{prefix}{N-1}` fails with an error saying how many tenants it needed. `--prefill` first
+//! sends one `Check` (READ) per tenant at full concurrency so the server's cache holds them
+//! (size the server's `--cache-capacity` accordingly): all N tenants, or with `--fresh-tenants`
+//! the K tenants below the offset, so the fresh ones stay cold. Seed tenants with `benchdata seed`.
+//! A prefill of many tenants takes a while (cold misses): give the server a `--max-ttl` longer
+//! than prefill + run, or the first tenants have expired again before the measurement starts.
+//!
+//! `--rpc record-usage` sends `RecordUsage` DELTA 1 with `enforce: true` and a unique
+//! idempotency key per request; the feature is `--feature`, by default `ai_requests` (for `check`
+//! the default stays `invoice_designer`). A refused report (`applied: false`, e.g.
+//! `LIMIT_EXCEEDED` once a tenant's monthly limit is used up) is a gRPC success and is timed like
+//! one, but counted and reported separately as a refusal, by reason.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use entitlements::pb::entitlement_service_client::EntitlementServiceClient;
-use entitlements::pb::{CheckBatchItem, CheckBatchRequest, CheckRequest, Intent};
+use entitlements::pb::{CheckBatchItem, CheckBatchRequest, CheckRequest, Intent, RecordUsageRequest, UsageMode};
 use hdrhistogram::Histogram;
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -40,6 +58,8 @@ enum Rpc {
     Batch,
     /// `grpc.health.v1.Health/Check` with service "": the transport floor.
     Health,
+    /// `entitlements.v1.EntitlementService/RecordUsage`: DELTA 1, enforce, unique idempotency keys.
+    RecordUsage,
 }
 
 impl Rpc {
@@ -48,6 +68,15 @@ impl Rpc {
             Rpc::Check => "check",
             Rpc::Batch => "batch",
             Rpc::Health => "health",
+            Rpc::RecordUsage => "record-usage",
+        }
+    }
+
+    /// The feature a request names when `--feature` is not given.
+    fn default_feature(self) -> &'static str {
+        match self {
+            Rpc::RecordUsage => "ai_requests",
+            Rpc::Check | Rpc::Batch | Rpc::Health => "invoice_designer",
         }
     }
 }
@@ -77,12 +106,29 @@ struct Args {
     /// Warm-up: requests are sent but not recorded.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     warmup: Duration,
-    /// Spread requests over tenant ids t0 .. t{N-1}.
+    /// Spread requests over tenant ids {prefix}0 .. {prefix}{N-1}; with --fresh-tenants, the
+    /// upper bound of the fresh ids.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
     tenants: u32,
-    /// Feature for `--rpc check`.
-    #[arg(long, default_value = "invoice_designer")]
-    feature: String,
+    /// Prefix of every tenant id: `{prefix}{number}`.
+    #[arg(long, default_value = "t")]
+    tenant_prefix: String,
+    /// Every request (warm-up and probe included) goes to a tenant never used before in this
+    /// run: {prefix}{K}, {prefix}{K+1}, … with K = --tenant-offset; cold cache misses.
+    #[arg(long)]
+    fresh_tenants: bool,
+    /// With --fresh-tenants: the first fresh tenant number.
+    #[arg(long, default_value_t = 0, requires = "fresh_tenants")]
+    tenant_offset: u64,
+    /// Before the warm-up, send one Check (READ) per tenant at full concurrency so the server's
+    /// cache holds them: {prefix}0 .. {prefix}{N-1}, or with --fresh-tenants the tenants below
+    /// --tenant-offset.
+    #[arg(long)]
+    prefill: bool,
+    /// Feature for `--rpc check` (default invoice_designer) and `--rpc record-usage` (default
+    /// ai_requests), and for the --prefill checks (default invoice_designer).
+    #[arg(long)]
+    feature: Option<String>,
     /// Features per CheckBatch, taken in order from the catalog's features (cycled if more).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
     batch_size: u32,
@@ -113,9 +159,19 @@ struct Args {
 /// What one request looks like, prepared once.
 #[derive(Clone)]
 enum Work {
-    Check { feature: String, intent: Intent },
-    Batch { items: Vec<CheckBatchItem> },
+    Check {
+        feature: String,
+        intent: Intent,
+    },
+    Batch {
+        items: Vec<CheckBatchItem>,
+    },
     Health,
+    /// Idempotency keys are `{run}-{request number}`: unique within and across runs.
+    RecordUsage {
+        feature: String,
+        run: Arc<str>,
+    },
 }
 
 /// One task's view of the connection.
@@ -130,10 +186,20 @@ enum Failure {
     Status(tonic::Code),
     NotServing(i32),
     Timeout,
+    /// A RecordUsage key this run never sent before came back as a replay.
+    Duplicate,
+}
+
+/// A successful request: answered, or (RecordUsage) answered with a refusal.
+enum Outcome {
+    Done,
+    /// The usage report was not applied; the reason's proto name.
+    Refused(&'static str),
 }
 
 impl Client {
-    async fn call(&mut self, work: &Work, tenant: &str) -> Result<(), Failure> {
+    /// `seq` numbers the request within the run (it makes RecordUsage idempotency keys unique).
+    async fn call(&mut self, work: &Work, tenant: &str, seq: u64) -> Result<Outcome, Failure> {
         match (self, work) {
             (Client::Data(c), Work::Check { feature, intent }) => {
                 let req = CheckRequest {
@@ -143,11 +209,27 @@ impl Client {
                     intent: *intent as i32,
                     min_revision: None,
                 };
-                c.check(req).await.map(drop).map_err(|s| Failure::Status(s.code()))
+                c.check(req).await.map(|_| Outcome::Done).map_err(|s| Failure::Status(s.code()))
             }
             (Client::Data(c), Work::Batch { items }) => {
                 let req = CheckBatchRequest { tenant_id: tenant.to_owned(), items: items.clone(), min_revision: None };
-                c.check_batch(req).await.map(drop).map_err(|s| Failure::Status(s.code()))
+                c.check_batch(req).await.map(|_| Outcome::Done).map_err(|s| Failure::Status(s.code()))
+            }
+            (Client::Data(c), Work::RecordUsage { feature, run }) => {
+                let req = RecordUsageRequest {
+                    tenant_id: tenant.to_owned(),
+                    feature: feature.clone(),
+                    value: 1,
+                    mode: UsageMode::Delta as i32,
+                    idempotency_key: format!("{run}-{seq}"),
+                    enforce: true,
+                };
+                let resp = c.record_usage(req).await.map_err(|s| Failure::Status(s.code()))?.into_inner();
+                match (resp.applied, resp.duplicate) {
+                    (_, true) => Err(Failure::Duplicate),
+                    (true, false) => Ok(Outcome::Done),
+                    (false, false) => Ok(Outcome::Refused(resp.reason().as_str_name())),
+                }
             }
             (Client::Health(c), Work::Health) => {
                 let resp = c
@@ -155,7 +237,7 @@ impl Client {
                     .await
                     .map_err(|s| Failure::Status(s.code()))?;
                 match resp.into_inner().status {
-                    s if s == ServingStatus::Serving as i32 => Ok(()),
+                    s if s == ServingStatus::Serving as i32 => Ok(Outcome::Done),
                     s => Err(Failure::NotServing(s)),
                 }
             }
@@ -176,8 +258,52 @@ struct Plan {
     interval: Option<Duration>,
     slots: u64,
     next_slot: AtomicU64,
-    tenants: Arc<[String]>,
+    tenants: Tenants,
     spin: Duration,
+}
+
+/// Which tenant each request goes to.
+enum Tenants {
+    /// Round-robin over these ids.
+    Spread(Arc<[String]>),
+    /// A tenant never used before per request.
+    Fresh(Fresh),
+}
+
+/// The fresh-tenant counter: `{prefix}{offset}`, `{prefix}{offset + 1}`, … below `limit`.
+struct Fresh {
+    prefix: String,
+    offset: u64,
+    limit: u64,
+    next: AtomicU64,
+    exhausted: AtomicBool,
+}
+
+impl Fresh {
+    fn new(prefix: &str, offset: u64, limit: u64) -> Fresh {
+        Fresh {
+            prefix: prefix.to_string(),
+            offset,
+            limit,
+            next: AtomicU64::new(offset),
+            exhausted: AtomicBool::new(false),
+        }
+    }
+
+    /// The next unused tenant id, or `None` once the numbers reach `limit`.
+    fn take(&self) -> Option<String> {
+        let k = self.next.fetch_add(1, Ordering::Relaxed);
+        if k >= self.limit {
+            self.exhausted.store(true, Ordering::Relaxed);
+            return None;
+        }
+        Some(format!("{}{k}", self.prefix))
+    }
+
+    /// How many fresh tenants were handed out.
+    fn used(&self) -> u64 {
+        self.next.load(Ordering::Relaxed).min(self.limit) - self.offset
+    }
 }
 
 /// What one task measured.
@@ -189,7 +315,18 @@ struct Tally {
     requests: u64,
     errors: u64,
     error_kinds: Vec<(String, u64)>,
+    /// RecordUsage reports answered but not applied, by reason (also counted in `requests`).
+    refusals: u64,
+    refusal_kinds: Vec<(String, u64)>,
     last_done: Instant,
+}
+
+/// Count one more of `kind` in a small (kind, count) list.
+fn bump(kinds: &mut Vec<(String, u64)>, kind: &str, n: u64) {
+    match kinds.iter_mut().find(|(k, _)| k == kind) {
+        Some((_, m)) => *m += n,
+        None => kinds.push((kind.to_string(), n)),
+    }
 }
 
 fn new_hist() -> Histogram<u64> {
@@ -199,7 +336,16 @@ fn new_hist() -> Histogram<u64> {
 
 impl Tally {
     fn new(now: Instant) -> Tally {
-        Tally { hist: new_hist(), lag: new_hist(), requests: 0, errors: 0, error_kinds: Vec::new(), last_done: now }
+        Tally {
+            hist: new_hist(),
+            lag: new_hist(),
+            requests: 0,
+            errors: 0,
+            error_kinds: Vec::new(),
+            refusals: 0,
+            refusal_kinds: Vec::new(),
+            last_done: now,
+        }
     }
 
     fn error(&mut self, f: &Failure) {
@@ -208,11 +354,14 @@ impl Tally {
             Failure::Status(code) => format!("{code:?}"),
             Failure::NotServing(s) => format!("health status {s}"),
             Failure::Timeout => "client timeout".to_string(),
+            Failure::Duplicate => "unexpected duplicate".to_string(),
         };
-        match self.error_kinds.iter_mut().find(|(k, _)| *k == kind) {
-            Some((_, n)) => *n += 1,
-            None => self.error_kinds.push((kind, 1)),
-        }
+        bump(&mut self.error_kinds, &kind, 1);
+    }
+
+    fn refusal(&mut self, reason: &str) {
+        self.refusals += 1;
+        bump(&mut self.refusal_kinds, reason, 1);
     }
 
     fn merge(&mut self, other: Tally) {
@@ -221,10 +370,11 @@ impl Tally {
         self.requests += other.requests;
         self.errors += other.errors;
         for (k, n) in other.error_kinds {
-            match self.error_kinds.iter_mut().find(|(k2, _)| *k2 == k) {
-                Some((_, m)) => *m += n,
-                None => self.error_kinds.push((k, n)),
-            }
+            bump(&mut self.error_kinds, &k, n);
+        }
+        self.refusals += other.refusals;
+        for (k, n) in other.refusal_kinds {
+            bump(&mut self.refusal_kinds, &k, n);
         }
         self.last_done = self.last_done.max(other.last_done);
     }
@@ -244,7 +394,6 @@ async fn wait_until(at: Instant, spin: Duration) {
 
 async fn run_task(mut client: Client, work: Work, plan: Arc<Plan>, task: u64, tasks: u64) -> Tally {
     let mut tally = Tally::new(plan.start);
-    let n_tenants = plan.tenants.len() as u64;
     let mut i = 0u64;
     loop {
         // When this request is meant to go out, and whether it is recorded.
@@ -269,10 +418,18 @@ async fn run_task(mut client: Client, work: Work, plan: Arc<Plan>, task: u64, ta
                 at
             }
         };
-        let tenant = &plan.tenants[((task + i * tasks) % n_tenants) as usize];
+        let seq = task + i * tasks;
+        let tenant: Cow<'_, str> = match &plan.tenants {
+            Tenants::Spread(ids) => Cow::Borrowed(&ids[(seq % ids.len() as u64) as usize]),
+            Tenants::Fresh(fresh) => match fresh.take() {
+                Some(id) => Cow::Owned(id),
+                // Out of fresh tenants: the run fails (see `run`).
+                None => break,
+            },
+        };
         i += 1;
         let sent = Instant::now();
-        let result = match tokio::time::timeout(plan.timeout, client.call(&work, tenant)).await {
+        let result = match tokio::time::timeout(plan.timeout, client.call(&work, &tenant, seq)).await {
             Ok(r) => r,
             Err(_) => Err(Failure::Timeout),
         };
@@ -287,9 +444,12 @@ async fn run_task(mut client: Client, work: Work, plan: Arc<Plan>, task: u64, ta
             tally.lag.saturating_record(lag.max(1));
         }
         match result {
-            Ok(()) => {
+            Ok(outcome) => {
                 let ns = u64::try_from(done.duration_since(intended).as_nanos()).unwrap_or(u64::MAX);
                 tally.hist.saturating_record(ns.max(1));
+                if let Outcome::Refused(reason) = outcome {
+                    tally.refusal(reason);
+                }
             }
             Err(f) => tally.error(&f),
         }
@@ -312,10 +472,34 @@ fn check_loopback(addr: &str) -> Result<Uri, String> {
     Ok(uri)
 }
 
+/// The feature `--rpc check` / `record-usage` asks about.
+fn feature(args: &Args) -> &str {
+    args.feature.as_deref().unwrap_or(args.rpc.default_feature())
+}
+
+/// Unique per run (and process): the prefix of RecordUsage idempotency keys.
+fn run_id() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    format!("loadgen-{nanos:x}-{:x}", std::process::id())
+}
+
 fn work_for(args: &Args) -> Result<Work, String> {
     let intent = if args.read { Intent::Read } else { Intent::Write };
+    if args.fresh_tenants && args.rpc == Rpc::Health {
+        return Err("--fresh-tenants: --rpc health names no tenant".to_string());
+    }
+    if args.fresh_tenants && args.tenant_offset >= u64::from(args.tenants) {
+        return Err(format!(
+            "--tenant-offset {} leaves no fresh tenants below --tenants {}",
+            args.tenant_offset, args.tenants
+        ));
+    }
+    if args.prefill && args.fresh_tenants && args.tenant_offset == 0 {
+        return Err("--prefill with --fresh-tenants warms the tenants below --tenant-offset, which is 0".to_string());
+    }
     Ok(match args.rpc {
-        Rpc::Check => Work::Check { feature: args.feature.clone(), intent },
+        Rpc::Check => Work::Check { feature: feature(args).to_string(), intent },
+        Rpc::RecordUsage => Work::RecordUsage { feature: feature(args).to_string(), run: Arc::from(run_id()) },
         Rpc::Health => Work::Health,
         Rpc::Batch => {
             let catalog = entitlements::server::load_catalog(&args.catalog).map_err(|e| e.to_string())?;
@@ -334,31 +518,109 @@ fn work_for(args: &Args) -> Result<Work, String> {
     })
 }
 
+/// What `--prefill` did.
+struct Prefill {
+    tenants: u64,
+    elapsed: Duration,
+}
+
 struct Report {
     elapsed: Duration,
     total: Tally,
+    prefill: Option<Prefill>,
+    /// With --fresh-tenants: how many were used (probe and warm-up included).
+    fresh_used: Option<u64>,
+}
+
+/// One Check (READ) of `feature` for each of `{prefix}0 .. {prefix}{count-1}`, `tasks` at a time
+/// spread over `channels`; stops at the first failure.
+async fn prefill(
+    args: &Args,
+    channels: &[Channel],
+    feature: &str,
+    count: u64,
+    print: &dyn Fn(&str),
+) -> Result<Prefill, String> {
+    let started = Instant::now();
+    let next = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicBool::new(false));
+    let mut handles = Vec::new();
+    for ch in channels {
+        for _ in 0..args.streams {
+            let mut client = EntitlementServiceClient::new(ch.clone());
+            let (next, failed) = (Arc::clone(&next), Arc::clone(&failed));
+            let (prefix, feature, timeout) = (args.tenant_prefix.clone(), feature.to_string(), args.timeout);
+            handles.push(tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= count || failed.load(Ordering::Relaxed) {
+                        return Ok(());
+                    }
+                    let req = CheckRequest {
+                        tenant_id: format!("{prefix}{i}"),
+                        feature: feature.clone(),
+                        quantity: None,
+                        intent: Intent::Read as i32,
+                        min_revision: None,
+                    };
+                    let err = match tokio::time::timeout(timeout, client.check(req)).await {
+                        Ok(Ok(_)) => continue,
+                        Ok(Err(s)) => Failure::Status(s.code()),
+                        Err(_) => Failure::Timeout,
+                    };
+                    failed.store(true, Ordering::Relaxed);
+                    return Err(format!("prefill: Check {prefix}{i} {feature}: {err:?}"));
+                }
+            }));
+        }
+    }
+    let progress = {
+        let next = Arc::clone(&next);
+        async move {
+            let mut tick = tokio::time::interval_at(started + Duration::from_secs(10), Duration::from_secs(10));
+            loop {
+                tick.tick().await;
+                let done = next.load(Ordering::Relaxed).min(count);
+                eprintln!("prefill: {done}/{count} after {:.0}s", started.elapsed().as_secs_f64());
+            }
+        }
+    };
+    let joined = async {
+        let mut first_err = None;
+        for h in handles {
+            let r = h.await.map_err(|e| format!("prefill task failed: {e}")).and_then(|r| r);
+            if let (Err(e), None) = (r, &first_err) {
+                first_err = Some(e);
+            }
+        }
+        first_err
+    };
+    let first_err = tokio::select! {
+        e = joined => e,
+        _ = progress => None,
+    };
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    let elapsed = started.elapsed();
+    print(&format!(
+        "prefill: {count} Check(READ) {feature} for {p}0..{p}{} in {:.2}s ({:.0} req/s)",
+        count - 1,
+        elapsed.as_secs_f64(),
+        count as f64 / elapsed.as_secs_f64().max(1e-9),
+        p = args.tenant_prefix,
+    ));
+    if elapsed > Duration::from_secs(50) {
+        print(&format!(
+            "prefill: note: that took {:.0}s; a server keeps a cached tenant at most its --max-ttl (default 60s) and holds \
+             at most --cache-capacity (default 100000) of them: run it with a longer TTL and room for {count}",
+            elapsed.as_secs_f64()
+        ));
+    }
+    Ok(Prefill { tenants: count, elapsed })
 }
 
 async fn run(args: &Args, uri: Uri, work: Work) -> Result<Report, String> {
-    let endpoint = Endpoint::from(uri).tcp_nodelay(true).connect_timeout(Duration::from_secs(5));
-    let mut channels = Vec::with_capacity(args.connections as usize);
-    for _ in 0..args.connections {
-        // One `connect` per channel: each is its own TCP connection.
-        channels.push(endpoint.connect().await.map_err(|e| format!("connect {}: {e}", args.addr))?);
-    }
-    let client_for = |ch: &Channel| match args.rpc {
-        Rpc::Health => Client::Health(HealthClient::new(ch.clone())),
-        Rpc::Check | Rpc::Batch => Client::Data(EntitlementServiceClient::new(ch.clone())),
-    };
-
-    // One probe, so a misconfigured run fails loudly instead of measuring errors.
-    let mut probe = client_for(&channels[0]);
-    probe.call(&work, "t0").await.map_err(|f| format!("probe request failed: {f:?}"))?;
-
-    let tenants: Arc<[String]> = (0..args.tenants).map(|i| format!("t{i}")).collect();
-    let start = Instant::now();
-    let measure_from = start + args.warmup;
-    let end = measure_from + args.duration;
     let total_time = args.warmup + args.duration;
     let (interval, slots) = match args.rate {
         None => (None, u64::MAX),
@@ -368,6 +630,61 @@ async fn run(args: &Args, uri: Uri, work: Work) -> Result<Report, String> {
         }
         Some(r) => return Err(format!("--rate {r}: must be a positive number")),
     };
+    let tenants = if args.fresh_tenants {
+        let fresh = Fresh::new(&args.tenant_prefix, args.tenant_offset, u64::from(args.tenants));
+        // Open loop: the number of requests is known, so say now if they cannot all be fresh.
+        let available = fresh.limit - fresh.offset;
+        if interval.is_some() && slots.saturating_add(1) > available {
+            return Err(format!(
+                "--fresh-tenants: this open-loop run sends {} requests (with the probe) but only {available} fresh \
+                 tenants {p}{}..{p}{} remain; raise --tenants to at least {} or lower --rate/--duration",
+                slots.saturating_add(1),
+                fresh.offset,
+                fresh.limit - 1,
+                fresh.offset.saturating_add(slots).saturating_add(1),
+                p = args.tenant_prefix,
+            ));
+        }
+        Tenants::Fresh(fresh)
+    } else {
+        Tenants::Spread((0..args.tenants).map(|i| format!("{}{i}", args.tenant_prefix)).collect())
+    };
+
+    let endpoint = Endpoint::from(uri).tcp_nodelay(true).connect_timeout(Duration::from_secs(5));
+    let mut channels = Vec::with_capacity(args.connections as usize);
+    for _ in 0..args.connections {
+        // One `connect` per channel: each is its own TCP connection.
+        channels.push(endpoint.connect().await.map_err(|e| format!("connect {}: {e}", args.addr))?);
+    }
+    let client_for = |ch: &Channel| match args.rpc {
+        Rpc::Health => Client::Health(HealthClient::new(ch.clone())),
+        Rpc::Check | Rpc::Batch | Rpc::RecordUsage => Client::Data(EntitlementServiceClient::new(ch.clone())),
+    };
+
+    // One probe, so a misconfigured run fails loudly instead of measuring errors.
+    let probe_tenant = match &tenants {
+        Tenants::Spread(ids) => ids[0].clone(),
+        Tenants::Fresh(fresh) => fresh.take().ok_or("--fresh-tenants: no fresh tenant for the probe")?,
+    };
+    let mut probe = client_for(&channels[0]);
+    probe.call(&work, &probe_tenant, u64::MAX).await.map_err(|f| format!("probe request failed: {f:?}"))?;
+
+    let prefilled = if args.prefill {
+        let count = match &tenants {
+            Tenants::Spread(ids) => ids.len() as u64,
+            Tenants::Fresh(fresh) => fresh.offset,
+        };
+        let json = args.json;
+        let print = move |line: &str| if json { eprintln!("{line}") } else { println!("{line}") };
+        let feature = args.feature.as_deref().unwrap_or(Rpc::Check.default_feature());
+        Some(prefill(args, &channels, feature, count, &print).await?)
+    } else {
+        None
+    };
+
+    let start = Instant::now();
+    let measure_from = start + args.warmup;
+    let end = measure_from + args.duration;
     let plan = Arc::new(Plan {
         start,
         measure_from,
@@ -409,8 +726,27 @@ async fn run(args: &Args, uri: Uri, work: Work) -> Result<Report, String> {
     for r in results {
         total.merge(r.map_err(|e| format!("load task failed: {e}"))?);
     }
+    let fresh_used = match &plan.tenants {
+        Tenants::Fresh(fresh) if fresh.exhausted.load(Ordering::Relaxed) => {
+            let used = fresh.used();
+            let secs = start.elapsed().as_secs_f64();
+            let needed = (used as f64 / secs.max(1e-9) * total_time.as_secs_f64()).ceil() as u64 + 1;
+            return Err(format!(
+                "--fresh-tenants: ran out of tenants after {secs:.1}s of a {:.1}s run: {used} fresh tenants \
+                 {p}{}..{p}{} were used up; at this rate the run needs about {needed}, so raise --tenants to at \
+                 least {} (or shorten --warmup/--duration)",
+                total_time.as_secs_f64(),
+                fresh.offset,
+                fresh.limit - 1,
+                fresh.offset.saturating_add(needed),
+                p = args.tenant_prefix,
+            ));
+        }
+        Tenants::Fresh(fresh) => Some(fresh.used()),
+        Tenants::Spread(_) => None,
+    };
     let elapsed = total.last_done.max(end).saturating_duration_since(measure_from);
-    Ok(Report { elapsed, total })
+    Ok(Report { elapsed, total, prefill: prefilled, fresh_used })
 }
 
 fn us(ns: u64) -> f64 {
@@ -433,13 +769,22 @@ fn print_report(args: &Args, r: &Report) {
     if args.json {
         let errors: serde_json::Map<String, serde_json::Value> =
             r.total.error_kinds.iter().map(|(k, n)| (k.clone(), serde_json::Value::from(*n))).collect();
+        let refusals: serde_json::Map<String, serde_json::Value> =
+            r.total.refusal_kinds.iter().map(|(k, n)| (k.clone(), serde_json::Value::from(*n))).collect();
         let line = serde_json::json!({
             "rpc": args.rpc.name(),
             "addr": args.addr,
             "connections": args.connections,
             "streams": args.streams,
             "tenants": args.tenants,
-            "feature": (args.rpc == Rpc::Check).then_some(&args.feature),
+            "tenant_prefix": args.tenant_prefix,
+            "tenant_mode": if args.fresh_tenants { "fresh" } else { "spread" },
+            "tenant_offset": args.fresh_tenants.then_some(args.tenant_offset),
+            "fresh_tenants_used": r.fresh_used,
+            "prefill_tenants": r.prefill.as_ref().map(|p| p.tenants),
+            "prefill_s": r.prefill.as_ref().map(|p| (p.elapsed.as_secs_f64() * 1000.0).round() / 1000.0),
+            "feature": matches!(args.rpc, Rpc::Check | Rpc::RecordUsage).then(|| feature(args)),
+            "usage_mode": (args.rpc == Rpc::RecordUsage).then_some("delta_enforce"),
             "batch_size": batch,
             "mode": if args.rate.is_some() { "open" } else { "closed" },
             "rate": args.rate,
@@ -448,6 +793,8 @@ fn print_report(args: &Args, r: &Report) {
             "requests": r.total.requests,
             "errors": r.total.errors,
             "error_kinds": errors,
+            "refusals": r.total.refusals,
+            "refusal_kinds": refusals,
             "throughput_rps": (throughput * 10.0).round() / 10.0,
             "mean_us": mean,
             "p50_us": q(0.50),
@@ -466,18 +813,32 @@ fn print_report(args: &Args, r: &Report) {
             None => "closed loop".to_string(),
         };
         let what = match args.rpc {
-            Rpc::Check => format!("Check {}", args.feature),
+            Rpc::Check => format!("Check {}", feature(args)),
             Rpc::Batch => format!("CheckBatch of {}", args.batch_size),
             Rpc::Health => "grpc.health.v1/Check".to_string(),
+            Rpc::RecordUsage => format!("RecordUsage {} DELTA 1 enforce", feature(args)),
+        };
+        let p = &args.tenant_prefix;
+        let tenants = match r.fresh_used {
+            Some(used) => {
+                format!("fresh tenants from {p}{} ({used} used, limit {p}{})", args.tenant_offset, args.tenants - 1)
+            }
+            None => format!("{} tenant(s) {p}0..{p}{}", args.tenants, args.tenants - 1),
         };
         println!(
-            "{what} -> {} | {} conn x {} streams, {} tenant(s), {mode}, {:.2}s measured after {:?} warm-up",
-            args.addr, args.connections, args.streams, args.tenants, secs, args.warmup
+            "{what} -> {} | {} conn x {} streams, {tenants}, {mode}, {:.2}s measured after {:?} warm-up",
+            args.addr, args.connections, args.streams, secs, args.warmup
         );
         println!("requests   {}", r.total.requests);
         println!("errors     {}", r.total.errors);
         for (k, n) in &r.total.error_kinds {
             println!("  {k}: {n}");
+        }
+        if args.rpc == Rpc::RecordUsage {
+            println!("refused    {} (answered, not applied; included in requests and latency)", r.total.refusals);
+            for (k, n) in &r.total.refusal_kinds {
+                println!("  {k}: {n}");
+            }
         }
         println!("throughput {throughput:.1} req/s");
         println!(
@@ -541,7 +902,19 @@ fn main() -> ExitCode {
 
 #[cfg(test)]
 mod tests {
-    use super::check_loopback;
+    use super::{Fresh, check_loopback};
+
+    #[test]
+    fn fresh_tenants_are_used_once_and_run_out() {
+        let fresh = Fresh::new("x", 3, 5);
+        assert_eq!(fresh.take().as_deref(), Some("x3"));
+        assert_eq!(fresh.take().as_deref(), Some("x4"));
+        assert!(!fresh.exhausted.load(std::sync::atomic::Ordering::Relaxed));
+        assert_eq!(fresh.take(), None);
+        assert_eq!(fresh.take(), None);
+        assert!(fresh.exhausted.load(std::sync::atomic::Ordering::Relaxed));
+        assert_eq!(fresh.used(), 2);
+    }
 
     #[test]
     fn only_loopback_targets() {
