@@ -56,14 +56,18 @@ pub struct CachedUsage {
     pub used: i64,
 }
 
+/// Tenant ids hash with foldhash, seeded per process: several times cheaper than SipHash on
+/// short keys, and the random seed keeps chosen ids from colliding on purpose.
+type Hasher = foldhash::fast::RandomState;
+
 pub struct TenantCache {
-    tenants: moka::future::Cache<Arc<str>, Arc<Cached>>,
-    usage: moka::future::Cache<(Arc<str>, FeatureIdx), CachedUsage>,
+    tenants: moka::future::Cache<Arc<str>, Arc<Cached>, Hasher>,
+    usage: moka::future::Cache<(Arc<str>, FeatureIdx), CachedUsage, Hasher>,
     /// The last successful load per tenant, kept `stale_bound` past `max_ttl`: served only
     /// when the store cannot answer.
-    last_known: moka::future::Cache<Arc<str>, Arc<Cached>>,
+    last_known: moka::future::Cache<Arc<str>, Arc<Cached>, Hasher>,
     /// Minimum acceptable revision per recently invalidated tenant.
-    floors: moka::sync::Cache<Arc<str>, u64>,
+    floors: moka::sync::Cache<Arc<str>, u64, Hasher>,
     epoch: AtomicU64,
 }
 
@@ -79,18 +83,21 @@ impl TenantCache {
             last_known: moka::future::Cache::builder()
                 .max_capacity(capacity)
                 .time_to_live(max_ttl + stale_bound)
-                .build(),
-            tenants: moka::future::Cache::builder().max_capacity(capacity).expire_after(UntilValid { max_ttl }).build(),
+                .build_with_hasher(Hasher::default()),
+            tenants: moka::future::Cache::builder()
+                .max_capacity(capacity)
+                .expire_after(UntilValid { max_ttl })
+                .build_with_hasher(Hasher::default()),
             usage: moka::future::Cache::builder()
                 .max_capacity(capacity.saturating_mul(4))
                 .time_to_live(max_ttl)
-                .build(),
+                .build_with_hasher(Hasher::default()),
             // A floor only matters while a load that predates it may still be in flight or
             // cached: keeping it for max_ttl plus a margin is enough.
             floors: moka::sync::Cache::builder()
                 .max_capacity(capacity)
                 .time_to_live(max_ttl + Duration::from_secs(60))
-                .build(),
+                .build_with_hasher(Hasher::default()),
             epoch: AtomicU64::new(0),
         }
     }

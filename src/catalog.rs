@@ -257,7 +257,8 @@ pub struct Catalog {
     pub prices: Vec<Price>,
     pub lifecycle: Lifecycle,
     pub trial_offers: Vec<TrialOffer>,
-    feature_index: HashMap<String, FeatureIdx>,
+    /// Looked up on every Check: foldhash, not SipHash (keys come from our own catalog).
+    feature_index: HashMap<String, FeatureIdx, foldhash::fast::RandomState>,
     plan_index: HashMap<String, usize>,
     addon_index: HashMap<String, usize>,
     price_index: HashMap<String, usize>,
@@ -458,7 +459,7 @@ impl Catalog {
 
         // Features.
         let mut features = Vec::new();
-        let mut feature_index = HashMap::new();
+        let mut feature_index = HashMap::default();
         for (key, f) in &raw.features {
             let span = Some(f.span());
             let path = format!("features.{key}");

@@ -29,6 +29,20 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, in declaration order: `r as usize` indexes it.
+    pub const ALL: [Reason; 10] = [
+        Reason::Granted,
+        Reason::EditionBypass,
+        Reason::UnknownFeature,
+        Reason::TenantArchived,
+        Reason::HardLocked,
+        Reason::AddOnRequired,
+        Reason::DisabledByOverride,
+        Reason::NotInPlan,
+        Reason::LimitExceeded,
+        Reason::Shadow,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::Granted => "GRANTED",
@@ -189,4 +203,16 @@ fn upgrade_hint(
         .iter()
         .find(|a| a.grants.iter().any(|&(i, v)| i == fi && allows(current.stack(v))))
         .map(|a| Upgrade::AddOn(a.key.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Reason;
+
+    #[test]
+    fn reason_all_is_indexed_by_discriminant() {
+        for (i, r) in Reason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "{}", r.as_str());
+        }
+    }
 }

@@ -57,6 +57,7 @@ async fn readyz(State(s): State<AppState>) -> (StatusCode, &'static str) {
 
 async fn metrics(State(s): State<AppState>) -> String {
     metrics::gauge!(telemetry::CACHE_SIZE).set(s.service.cache().entry_count() as f64);
+    s.service.stats.publish();
     telemetry::render()
 }
 

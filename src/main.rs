@@ -137,3 +137,6 @@ async fn shutdown_signal() {
         let _ = ctrl_c.await;
     }
 }
+
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -166,16 +166,11 @@ pub async fn start(args: &ServeArgs) -> Result<Running, ServerError> {
     set_ready(&health, service.ready().await).await;
     background.push(tokio::spawn(readiness(Arc::clone(&service), health, rx.clone())));
 
-    let data_auth = BearerAuth::data(args.data_token.as_deref());
     let admin_auth = BearerAuth::admin(args.admin_token.as_deref());
-    let data = EntitlementServiceServer::with_interceptor(
-        DataApi::new(Arc::clone(&service), args.watch_heartbeat, rx.clone()),
-        move |r| data_auth.check(r),
-    );
+    let data = DataApi::new(Arc::clone(&service), args.watch_heartbeat, rx.clone());
     let admin = AdminServiceServer::with_interceptor(AdminApi::new(Arc::clone(&service)), move |r| admin_auth.check(r));
 
     let mut builder = Server::builder()
-        .tcp_nodelay(true)
         .timeout(args.request_timeout)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)));
@@ -190,18 +185,28 @@ pub async fn start(args: &ServeArgs) -> Result<Running, ServerError> {
     let limits = tower::ServiceBuilder::new()
         .load_shed()
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(args.max_concurrent_requests.max(1)));
+    let router = builder
+        .layer(limits)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(admin);
+    // An open data plane gets no interceptor at all: converting every request to and from
+    // `tonic::Request` for a no-op check cost ~1 % of a Check (callgrind, BENCHMARKS.md).
+    let router = match args.data_token.as_deref().filter(|t| !t.is_empty()) {
+        Some(token) => {
+            let auth = BearerAuth::data(Some(token));
+            router.add_service(EntitlementServiceServer::with_interceptor(data, move |r| auth.check(r)))
+        }
+        None => router.add_service(EntitlementServiceServer::new(data)),
+    };
     let grpc = tokio::spawn(
-        builder
-            .layer(limits)
-            .add_service(health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .add_service(data)
-            .add_service(admin)
-            // Nodelay on every accepted socket: the builder's `tcp_nodelay` only covers listeners
-            // it binds itself, and Nagle + delayed ACK would add ~40 ms to small writes (Watch).
+        router
+            // Socket options on every accepted socket: the builder's `tcp_nodelay`/keepalive only
+            // cover listeners it binds itself. Nagle + delayed ACK would add ~40 ms to small
+            // writes (Watch, batch replies); TCP keepalive finds peers that vanished without a FIN.
             .serve_with_incoming_shutdown(
-                TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+                TcpIncoming::from(grpc_listener).with_nodelay(Some(true)).with_keepalive(Some(Duration::from_secs(60))),
                 signalled(rx.clone()),
             ),
     );

@@ -3,7 +3,6 @@
 //! decides anything itself — the core does.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::cache::{Cached, CachedUsage, Lookup, TenantCache};
@@ -17,7 +16,7 @@ use crate::store::{
     UsageMode, UsageReport,
 };
 use crate::stripe::{self, Envelope};
-use crate::telemetry;
+use crate::telemetry::{self, Stats};
 use crate::tenant::{TenantState, UnixTime, validate_tenant_id};
 use crate::usage;
 
@@ -51,17 +50,6 @@ impl From<StoreError> for ServiceError {
 
 pub fn invalid(field: &'static str, message: impl Into<String>) -> ServiceError {
     ServiceError::InvalidArgument { field, message: message.into() }
-}
-
-/// Counters the tests and `/metrics` read.
-#[derive(Debug, Default)]
-pub struct Stats {
-    pub store_loads: AtomicU64,
-    pub cache_hits: AtomicU64,
-    pub cache_misses: AtomicU64,
-    pub fallback_answers: AtomicU64,
-    pub stale_answers: AtomicU64,
-    pub store_errors: AtomicU64,
 }
 
 /// A per-process number distinguishing this run's feed cursors from any other's.
@@ -161,8 +149,7 @@ impl Service {
         let result = self
             .cache
             .get_or_load(tenant, min, |epoch| async move {
-                self.stats.store_loads.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!(telemetry::LOADS).increment(1);
+                Stats::bump(&self.stats.store_loads);
                 let state = self.store.load(tenant).await?;
                 let tenant = resolve::resolve(&self.catalog, &state, unix_now());
                 Ok::<_, StoreError>(Arc::new(Cached { tenant, epoch }))
@@ -171,27 +158,22 @@ impl Service {
         match result {
             Ok((c, lookup)) => {
                 if lookup == Lookup::Hit {
-                    self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
-                    metrics::counter!(telemetry::CACHE_HITS).increment(1);
+                    Stats::bump(&self.stats.cache_hits);
                 } else {
-                    self.stats.cache_misses.fetch_add(1, Ordering::Relaxed);
-                    metrics::counter!(telemetry::CACHE_MISSES).increment(1);
+                    Stats::bump(&self.stats.cache_misses);
                 }
                 Ok(c)
             }
             Err(e) => {
-                self.stats.store_errors.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!(telemetry::STORE_ERRORS).increment(1);
+                Stats::bump(&self.stats.store_errors);
                 tracing::warn!(tenant, error = %e, "tenant load failed");
                 // Within the stale bound, the last resolution we loaded beats a fallback.
                 if let Some(c) = self.cache.last_known(tenant).await {
-                    self.stats.stale_answers.fetch_add(1, Ordering::Relaxed);
-                    metrics::counter!(telemetry::STALE_ANSWERS).increment(1);
+                    Stats::bump(&self.stats.stale_answers);
                     return Ok(c);
                 }
                 if self.catalog.features.iter().any(|f| f.fallback.is_some()) {
-                    self.stats.fallback_answers.fetch_add(1, Ordering::Relaxed);
-                    metrics::counter!(telemetry::FALLBACK_ANSWERS).increment(1);
+                    Stats::bump(&self.stats.fallback_answers);
                     let tenant = resolve::fallback(&self.catalog, tenant, unix_now());
                     return Ok(Arc::new(Cached { tenant, epoch: 0 }));
                 }

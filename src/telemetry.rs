@@ -2,8 +2,12 @@
 //! Metric names live here so that every emitter and the docs agree.
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::decide::{Decision, Reason};
 
 pub const DECISIONS: &str = "entitlements_decisions_total";
 pub const SHADOW_DENIALS: &str = "entitlements_shadow_denials_total";
@@ -47,5 +51,77 @@ pub fn render() -> String {
             h.render()
         }
         None => String::new(),
+    }
+}
+
+/// The decision path's counters: plain atomics, published to the recorder when `/metrics` is
+/// scraped. A `metrics::counter!` with labels hashes its key into the registry on every call,
+/// which cost more than the decision itself (callgrind, BENCHMARKS.md "Tuning").
+#[derive(Debug)]
+pub struct Stats {
+    pub store_loads: AtomicU64,
+    pub cache_hits: AtomicU64,
+    pub cache_misses: AtomicU64,
+    pub fallback_answers: AtomicU64,
+    pub stale_answers: AtomicU64,
+    pub store_errors: AtomicU64,
+    decisions: [AtomicU64; Reason::ALL.len()],
+    shadow_denials: [AtomicU64; Reason::ALL.len()],
+    /// Registered once: recording through a handle skips the registry lookup.
+    decision_seconds: metrics::Histogram,
+}
+
+impl Default for Stats {
+    fn default() -> Stats {
+        Stats {
+            store_loads: AtomicU64::new(0),
+            cache_hits: AtomicU64::new(0),
+            cache_misses: AtomicU64::new(0),
+            fallback_answers: AtomicU64::new(0),
+            stale_answers: AtomicU64::new(0),
+            store_errors: AtomicU64::new(0),
+            decisions: std::array::from_fn(|_| AtomicU64::new(0)),
+            shadow_denials: std::array::from_fn(|_| AtomicU64::new(0)),
+            decision_seconds: metrics::histogram!(DECISION_SECONDS),
+        }
+    }
+}
+
+impl Stats {
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Count decisions by reason (and shadow denials) and record how long the path took.
+    pub fn observe(&self, decisions: &[Decision], took: Duration) {
+        self.decision_seconds.record(took.as_secs_f64());
+        for d in decisions {
+            Stats::bump(&self.decisions[d.reason as usize]);
+            if let Some(r) = d.shadow_denial {
+                Stats::bump(&self.shadow_denials[r as usize]);
+            }
+        }
+    }
+
+    pub fn decisions(&self, reason: Reason) -> u64 {
+        self.decisions[reason as usize].load(Ordering::Relaxed)
+    }
+
+    /// Copy the counters into the recorder (absolute values), just before rendering.
+    pub fn publish(&self) {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        metrics::counter!(LOADS).absolute(get(&self.store_loads));
+        metrics::counter!(CACHE_HITS).absolute(get(&self.cache_hits));
+        metrics::counter!(CACHE_MISSES).absolute(get(&self.cache_misses));
+        metrics::counter!(FALLBACK_ANSWERS).absolute(get(&self.fallback_answers));
+        metrics::counter!(STALE_ANSWERS).absolute(get(&self.stale_answers));
+        metrics::counter!(STORE_ERRORS).absolute(get(&self.store_errors));
+        for r in Reason::ALL {
+            metrics::counter!(DECISIONS, "reason" => r.as_str()).absolute(get(&self.decisions[r as usize]));
+            let shadow = get(&self.shadow_denials[r as usize]);
+            if shadow > 0 {
+                metrics::counter!(SHADOW_DENIALS, "reason" => r.as_str()).absolute(shadow);
+            }
+        }
     }
 }

@@ -16,7 +16,6 @@ use crate::pb::{self, entitlement_service_server::EntitlementService};
 use crate::resolve::{ContributionKind, PlanSource};
 use crate::service::{CheckItem, Service};
 use crate::store::UsageMode;
-use crate::telemetry;
 
 #[derive(Clone)]
 pub struct DataApi {
@@ -30,17 +29,6 @@ impl DataApi {
     /// stream so that a graceful shutdown is not held open by watchers.
     pub fn new(service: Arc<Service>, heartbeat: Duration, shutdown: watch::Receiver<bool>) -> DataApi {
         DataApi { service, heartbeat, shutdown }
-    }
-}
-
-/// Decision metrics: latency of the whole decision path, decisions by reason, shadow denials.
-fn observe(decisions: &[crate::decide::Decision], started: Instant) {
-    metrics::histogram!(telemetry::DECISION_SECONDS).record(started.elapsed().as_secs_f64());
-    for d in decisions {
-        metrics::counter!(telemetry::DECISIONS, "reason" => d.reason.as_str()).increment(1);
-        if let Some(r) = d.shadow_denial {
-            metrics::counter!(telemetry::SHADOW_DENIALS, "reason" => r.as_str()).increment(1);
-        }
     }
 }
 
@@ -155,7 +143,7 @@ impl EntitlementService for DataApi {
         let (c, d) = self.service.check(&req.tenant_id, &req.feature, req.quantity, intent, req.min_revision).await?;
         tracing::debug!(tenant = %req.tenant_id, feature = %req.feature, allowed = d.allowed, reason = d.reason.as_str(), "check");
         let out = pb::CheckResponse { decision: Some(decision_for(&c.tenant, &d, &req.feature)) };
-        observe(std::slice::from_ref(&d), started);
+        self.service.stats.observe(std::slice::from_ref(&d), started.elapsed());
         Ok(Response::new(out))
     }
 
@@ -172,7 +160,7 @@ impl EntitlementService for DataApi {
         let started = Instant::now();
         let (c, ds) = self.service.check_batch(&req.tenant_id, &items, req.min_revision).await?;
         let decisions = ds.iter().zip(&items).map(|(d, i)| decision_for(&c.tenant, d, &i.feature)).collect();
-        observe(&ds, started);
+        self.service.stats.observe(&ds, started.elapsed());
         Ok(Response::new(pb::CheckBatchResponse { decisions }))
     }
 
