@@ -98,11 +98,26 @@ cold)
   start_server 50093 "$DB" "$ROOT/examples/catalog.toml" --cache-capacity 1000000
   base=$(loadgen --addr http://127.0.0.1:50093 --tenants 1 --rate "$RATE" --connections 1 --streams 8 \
     --duration "$DURATION" --warmup 2s --json | json p50_us p90_us p99_us p999_us max_us requests errors)
+  buckets() { curl -fsS http://127.0.0.1:51093/metrics | grep '^entitlements_decision_duration_seconds_bucket'; }
+  buckets >"$WORK/before.txt"
   cold=$(loadgen --addr http://127.0.0.1:50093 --tenants 200000 --fresh-tenants --rate "$RATE" --connections 1 \
     --streams 8 --duration "$DURATION" --warmup 2s --json | json p50_us p90_us p99_us p999_us max_us requests errors)
+  buckets >"$WORK/after.txt"
   stop_server
   echo "$(store_of "$DB")-hit $RATE $base"
   echo "$(store_of "$DB")-cold $RATE $cold"
+  # Server side, without transport: the decision-path histogram over the cold run only (every
+  # request there is a miss: store load + resolve + decide).
+  python3 - "$WORK/before.txt" "$WORK/after.txt" <<'PY'
+import re, sys
+def read(p):
+    return {m.group(1): float(m.group(2)) for m in (re.search(r'le="([^"]+)"} (\S+)', l) for l in open(p)) if m}
+b, a = read(sys.argv[1]), read(sys.argv[2])
+total = a["+Inf"] - b.get("+Inf", 0)
+print("server-side cold misses: " + "  ".join(
+    f"<={float(le) * 1e3:g}ms {100 * (a[le] - b.get(le, 0)) / total:.1f}%"
+    for le in a if le != "+Inf" and float(le) >= 0.0005) + f"  (n={total:.0f})")
+PY
   ;;
 usage)
   : "${DB:=$WORK/usage.db}"

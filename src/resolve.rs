@@ -66,7 +66,8 @@ pub struct ResolvedFeature {
 #[derive(Debug, Clone)]
 pub struct ResolvedTenant {
     pub catalog: Arc<Catalog>,
-    pub tenant_id: String,
+    /// Shared, not copied, by the usage cache's keys.
+    pub tenant_id: Arc<str>,
     pub known: bool,
     pub revision: u64,
     pub evaluated_at: UnixTime,
@@ -437,7 +438,7 @@ pub fn resolve_traced(
 
     ResolvedTenant {
         catalog: Arc::clone(catalog),
-        tenant_id: state.tenant_id.clone(),
+        tenant_id: Arc::from(state.tenant_id.as_str()),
         known: state.known,
         revision: state.revision,
         evaluated_at: now,

@@ -193,8 +193,8 @@ impl Service {
             return Ok(0);
         }
         let period_start = r.features[fi].period.map_or(0, |p| p.start);
-        let key: Arc<str> = Arc::from(r.tenant_id.as_str());
-        if let Some(u) = self.cache.usage(&key, fi).await {
+        let key = &r.tenant_id;
+        if let Some(u) = self.cache.usage(key, fi).await {
             if u.period_start == period_start {
                 return Ok(u.used);
             }
@@ -203,7 +203,7 @@ impl Service {
             }
         }
         let used = self.store.usage(&r.tenant_id, &self.catalog.features[fi].key, period_start).await?;
-        self.cache.put_usage(&key, fi, CachedUsage { period_start, used }).await;
+        self.cache.put_usage(key, fi, CachedUsage { period_start, used }).await;
         Ok(used)
     }
 

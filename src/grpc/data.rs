@@ -151,14 +151,13 @@ impl EntitlementService for DataApi {
         &self,
         req: Request<pb::CheckBatchRequest>,
     ) -> Result<Response<pb::CheckBatchResponse>, Status> {
-        let req = req.into_inner();
-        let items = req
-            .items
-            .iter()
-            .map(|i| Ok(CheckItem { feature: i.feature.clone(), quantity: i.quantity, intent: intent(i.intent)? }))
+        let pb::CheckBatchRequest { tenant_id, items, min_revision } = req.into_inner();
+        let items = items
+            .into_iter()
+            .map(|i| Ok(CheckItem { feature: i.feature, quantity: i.quantity, intent: intent(i.intent)? }))
             .collect::<Result<Vec<_>, Status>>()?;
         let started = Instant::now();
-        let (c, ds) = self.service.check_batch(&req.tenant_id, &items, req.min_revision).await?;
+        let (c, ds) = self.service.check_batch(&tenant_id, &items, min_revision).await?;
         let decisions = ds.iter().zip(&items).map(|(d, i)| decision_for(&c.tenant, d, &i.feature)).collect();
         self.service.stats.observe(&ds, started.elapsed());
         Ok(Response::new(pb::CheckBatchResponse { decisions }))
@@ -206,7 +205,7 @@ impl EntitlementService for DataApi {
             })
             .collect();
         Ok(Response::new(pb::ExplainResponse {
-            tenant_id: r.tenant_id.clone(),
+            tenant_id: r.tenant_id.to_string(),
             known: r.known,
             revision: r.revision,
             edition: catalog.edition.to_string(),
