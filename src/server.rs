@@ -191,13 +191,8 @@ pub async fn start(args: &ServeArgs) -> Result<Running, ServerError> {
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(admin);
-    // An open data plane gets no interceptor at all: converting every request to and from
-    // `tonic::Request` for a no-op check cost ~1 % of a Check (callgrind, BENCHMARKS.md).
-    let router = match args.data_token.as_deref().filter(|t| !t.is_empty()) {
-        Some(token) => {
-            let auth = BearerAuth::data(Some(token));
-            router.add_service(EntitlementServiceServer::with_interceptor(data, move |r| auth.check(r)))
-        }
+    let router = match BearerAuth::data(args.data_token.as_deref()) {
+        Some(auth) => router.add_service(EntitlementServiceServer::with_interceptor(data, move |r| auth.check(r))),
         None => router.add_service(EntitlementServiceServer::new(data)),
     };
     let grpc = tokio::spawn(

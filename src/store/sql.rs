@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::json;
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyConnection, AnyPool, Connection, Row};
 
 use super::{
@@ -110,10 +110,6 @@ impl SqlStore {
     }
 }
 
-fn opt_i64(row: &AnyRow, col: &str) -> Result<Option<i64>, sqlx::Error> {
-    row.try_get::<Option<i64>, _>(col)
-}
-
 fn status(s: &str) -> Result<SubscriptionStatus, StoreError> {
     SubscriptionStatus::parse(s).ok_or_else(|| StoreError::Corrupt(format!("subscription status `{s}`")))
 }
@@ -151,15 +147,16 @@ pub(crate) async fn load_tenant(conn: &mut AnyConnection, tenant_id: &str) -> Re
     let rows = sqlx::query(LOAD_TENANT).bind(tenant_id).fetch_all(&mut *conn).await?;
     let mut state = TenantState::unknown(tenant_id);
     for r in &rows {
-        let text = |i: usize| r.try_get::<Option<String>, _>(format!("t{i}").as_str());
+        // By position (k = 0, t1..t6 = 1..6, n1..n6 = 7..12): no column-name lookups per field.
+        let text = |i: usize| r.try_get::<Option<String>, _>(i);
         let req_text = |i: usize| -> Result<String, StoreError> {
             text(i)?.ok_or_else(|| StoreError::Corrupt(format!("tenant {tenant_id}: column t{i} is NULL")))
         };
-        let num = |i: usize| opt_i64(r, &format!("n{i}"));
+        let num = |i: usize| r.try_get::<Option<i64>, _>(6 + i);
         let req_num = |i: usize| -> Result<i64, StoreError> {
             num(i)?.ok_or_else(|| StoreError::Corrupt(format!("tenant {tenant_id}: column n{i} is NULL")))
         };
-        match r.try_get::<i64, _>("k")? {
+        match r.try_get::<i64, _>(0)? {
             0 => {
                 state.known = true;
                 state.revision = u64::try_from(req_num(1)?).unwrap_or(0);
