@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use entitlements::config::ServeArgs;
 use entitlements::pb::CheckRequest;
@@ -53,7 +53,7 @@ async fn main() {
                 let tenant = format!("t{}", (c * 64 + st) % 100);
                 let (mut lok, mut lshed) = (Histogram::<u64>::new(3).expect("h"), Histogram::<u64>::new(3).expect("h"));
                 while !stop.load(Ordering::Relaxed) {
-                    let started = Instant::now();
+                    let started = entitlements::clock::monotonic();
                     let req = CheckRequest {
                         tenant_id: tenant.clone(),
                         feature: "invoice_designer".into(),

@@ -129,7 +129,7 @@ async fn relay_path(rounds: u32) {
         let body = checkout_event(n, &tenant);
         let status = post_signed(central.http_addr, &body).await;
         assert_eq!(status, 200);
-        let since = Instant::now();
+        let since = entitlements::clock::monotonic();
         let took = until_allowed(&mut r, &tenant, "teams_integration", since).await;
         h.record(took.as_micros() as u64).expect("record");
     }
@@ -161,7 +161,7 @@ async fn replicas_path(rounds: u32, url: &str) {
         });
         req.metadata_mut().insert("authorization", format!("Bearer {TOKEN}").parse().expect("header"));
         admin.grant_add_on(req).await.expect("grant on A");
-        let since = Instant::now();
+        let since = entitlements::clock::monotonic();
         let took = until_allowed(&mut rb, &tenant, "teams_integration", since).await;
         h.record(took.as_micros() as u64).expect("record");
     }

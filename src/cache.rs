@@ -13,7 +13,7 @@
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use moka::Expiry;
 
@@ -32,15 +32,11 @@ struct UntilValid {
     max_ttl: Duration,
 }
 
-fn now_unix_f64() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
-}
-
 impl Expiry<Arc<str>, Arc<Cached>> for UntilValid {
     fn expire_after_create(&self, _: &Arc<str>, v: &Arc<Cached>, _: Instant) -> Option<Duration> {
         let ttl = match v.tenant.valid_until {
             Some(until) => {
-                let left = (until as f64 - now_unix_f64()).max(0.0);
+                let left = (until as f64 - crate::clock::unix_now_f64()).max(0.0);
                 Duration::from_secs_f64(left).min(self.max_ttl)
             }
             None => self.max_ttl,

@@ -16,7 +16,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
 
-use crate::service::{Service, ServiceError, unix_now};
+use crate::clock::unix_now;
+use crate::service::{Service, ServiceError};
 use crate::{stripe, telemetry};
 
 /// Webhook settings: endpoint secrets (several during a rotation), mode, body limit.
@@ -99,7 +100,7 @@ async fn stripe_webhook(State(s): State<AppState>, headers: HeaderMap, body: Byt
         Err(e) => {
             tracing::error!(error = %e, "stripe event not committed; asking Stripe to retry");
             let status = match e {
-                ServiceError::InvalidArgument { .. } => StatusCode::BAD_REQUEST,
+                ServiceError::InvalidArgument(_) => StatusCode::BAD_REQUEST,
                 _ => StatusCode::SERVICE_UNAVAILABLE,
             };
             reply(status, json!({ "error": e.to_string() }))

@@ -28,15 +28,11 @@
 //! - [`config`] — CLI flags and `ENTITLEMENTS_*` environment variables (SPEC §8).
 //! - [`server`] — wiring: starts the gRPC and HTTP listeners, graceful shutdown.
 
-pub mod catalog;
-pub mod decide;
-pub mod explain;
-pub mod lifecycle;
-pub mod resolve;
-pub mod tenant;
-pub mod usage;
+/// The pure core, re-exported under the paths the shell has always used.
+pub use entitlements_core::{billing, catalog, command, decide, explain, lifecycle, resolve, tenant, usage};
 
 pub mod cache;
+pub mod clock;
 pub mod config;
 pub mod feed;
 pub mod grpc;

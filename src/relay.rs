@@ -21,10 +21,9 @@ use crate::pb::entitlement_service_client::EntitlementServiceClient;
 use crate::pb::{self, WatchEventKind};
 use crate::service::Service;
 use crate::store::{
-    Actor, AuditRecord, Committed, Mutation, Replay, Store, StoreError, StoredEvent, StripeOutcome, StripeStatus,
-    TrialExtension, UsageMode, UsageOutcome, UsageReport,
+    Actor, AuditLog, AuditRecord, Command, Committed, StoreError, Stores, TenantStore, TrialExtension, UsageMode,
+    UsageOutcome, UsageReport, UsageStore,
 };
-use crate::stripe::{Envelope, Translation};
 use crate::telemetry;
 use crate::tenant::{TenantState, Trial, UnixTime};
 
@@ -87,12 +86,17 @@ impl UpstreamStore {
     pub fn data_client(&self) -> EntitlementServiceClient<Channel> {
         self.data.clone()
     }
+
+    /// What a relay serves from its upstream: tenant state, usage and audit — and no Stripe
+    /// log (the central service applies webhooks).
+    pub fn stores(&self) -> Stores {
+        let up = Arc::new(self.clone());
+        Stores { tenants: up.clone(), usage: up.clone(), audit: up, stripe: None }
+    }
 }
 
-const NOT_HERE: &str = "Stripe webhooks are applied by the central service, not by a relay";
-
 #[async_trait]
-impl Store for UpstreamStore {
+impl TenantStore for UpstreamStore {
     async fn load(&self, tenant_id: &str) -> Result<TenantState, StoreError> {
         let r = self
             .data
@@ -106,12 +110,12 @@ impl Store for UpstreamStore {
         Ok(state)
     }
 
-    async fn mutate(&self, tenant_id: &str, m: &Mutation, by: &Actor) -> Result<Committed, StoreError> {
+    async fn mutate(&self, tenant_id: &str, m: &Command, by: &Actor) -> Result<Committed, StoreError> {
         let mut a = self.admin.clone();
         let (tenant_id, actor, rationale) = (tenant_id.to_string(), by.actor.clone(), by.rationale.clone());
         let committed = |revision: u64| Committed { revision, trial: None };
         let out = match m {
-            Mutation::PutTenant { stripe_customer_id, trial, archived } => {
+            Command::PutTenant { stripe_customer_id, trial, archived } => {
                 let req = pb::PutTenantRequest {
                     tenant_id,
                     actor,
@@ -123,7 +127,7 @@ impl Store for UpstreamStore {
                 };
                 a.put_tenant(self.req(req)).await.map(|r| committed(r.into_inner().revision))
             }
-            Mutation::AssignPlan { plan, expires_at } => {
+            Command::AssignPlan { plan, expires_at } => {
                 let req = pb::AssignPlanRequest {
                     tenant_id,
                     actor,
@@ -133,12 +137,12 @@ impl Store for UpstreamStore {
                 };
                 a.assign_plan(self.req(req)).await.map(|r| committed(r.into_inner().revision))
             }
-            Mutation::UnassignPlan { plan } => {
+            Command::UnassignPlan { plan } => {
                 let req =
                     pb::UnassignPlanRequest { tenant_id, actor, rationale, plan: plan.clone().unwrap_or_default() };
                 a.unassign_plan(self.req(req)).await.map(|r| committed(r.into_inner().revision))
             }
-            Mutation::ExtendTrial { extension } => {
+            Command::ExtendTrial { extension } => {
                 let until = Some(match extension {
                     TrialExtension::Days(d) => pb::extend_trial_request::Until::Days(*d),
                     TrialExtension::Until(t) => pb::extend_trial_request::Until::TrialEnd(ts(*t)),
@@ -152,7 +156,7 @@ impl Store for UpstreamStore {
                     }
                 })
             }
-            Mutation::GrantAddOn { addon, quantity, expires_at } => {
+            Command::GrantAddOn { addon, quantity, expires_at } => {
                 let req = pb::GrantAddOnRequest {
                     tenant_id,
                     actor,
@@ -163,11 +167,11 @@ impl Store for UpstreamStore {
                 };
                 a.grant_add_on(self.req(req)).await.map(|r| committed(r.into_inner().revision))
             }
-            Mutation::RevokeAddOn { addon } => {
+            Command::RevokeAddOn { addon } => {
                 let req = pb::RevokeAddOnRequest { tenant_id, actor, rationale, addon: addon.clone() };
                 a.revoke_add_on(self.req(req)).await.map(|r| committed(r.into_inner().revision))
             }
-            Mutation::SetOverride { feature, value: v, expires_at } => {
+            Command::SetOverride { feature, value: v, expires_at } => {
                 let value = match value(*v).value {
                     Some(pb::value::Value::Enabled(b)) => pb::set_override_request::Value::Enabled(b),
                     Some(pb::value::Value::Number(n)) => pb::set_override_request::Value::Number(n),
@@ -183,7 +187,7 @@ impl Store for UpstreamStore {
                 };
                 a.set_override(self.req(req)).await.map(|r| committed(r.into_inner().revision))
             }
-            Mutation::ClearOverride { feature } => {
+            Command::ClearOverride { feature } => {
                 let req = pb::ClearOverrideRequest { tenant_id, actor, rationale, feature: feature.clone() };
                 a.clear_override(self.req(req)).await.map(|r| committed(r.into_inner().revision))
             }
@@ -191,6 +195,18 @@ impl Store for UpstreamStore {
         out.map_err(upstream_error)
     }
 
+    async fn ping(&self) -> Result<(), StoreError> {
+        let req = tonic_health::pb::HealthCheckRequest { service: String::new() };
+        let r = self.health.clone().check(req).await.map_err(upstream_error)?.into_inner();
+        match r.status() {
+            tonic_health::pb::health_check_response::ServingStatus::Serving => Ok(()),
+            _ => Err(StoreError::Upstream { code: Code::Unavailable, message: "upstream is not serving".into() }),
+        }
+    }
+}
+
+#[async_trait]
+impl AuditLog for UpstreamStore {
     async fn audit(&self, tenant_id: &str, limit: u32, before_id: Option<i64>) -> Result<Vec<AuditRecord>, StoreError> {
         let req = pb::ListAuditEventsRequest {
             tenant_id: tenant_id.into(),
@@ -214,7 +230,10 @@ impl Store for UpstreamStore {
             })
             .collect())
     }
+}
 
+#[async_trait]
+impl UsageStore for UpstreamStore {
     async fn record_usage(&self, r: &UsageReport) -> Result<UsageOutcome, StoreError> {
         let req = pb::RecordUsageRequest {
             tenant_id: r.tenant_id.clone(),
@@ -228,16 +247,9 @@ impl Store for UpstreamStore {
             // The upstream enforces atomically with its own (identical) view of the limit.
             enforce: r.limit.is_some(),
         };
-        match self.data.clone().record_usage(self.req(req)).await {
-            Ok(resp) => {
-                let resp = resp.into_inner();
-                Ok(UsageOutcome { applied: resp.applied, duplicate: resp.duplicate, used: resp.used })
-            }
-            Err(s) if s.code() == Code::InvalidArgument && s.message().contains("overflow") => {
-                Err(StoreError::Overflow)
-            }
-            Err(s) => Err(upstream_error(s)),
-        }
+        // The upstream's refusals (an overflowing report) pass through as they are.
+        let resp = self.data.clone().record_usage(self.req(req)).await.map_err(upstream_error)?.into_inner();
+        Ok(UsageOutcome { applied: resp.applied, duplicate: resp.duplicate, used: resp.used })
     }
 
     async fn usage(&self, tenant_id: &str, feature: &str, period_start: UnixTime) -> Result<i64, StoreError> {
@@ -248,42 +260,6 @@ impl Store for UpstreamStore {
             .find(|u| u.feature == feature)
             .filter(|u| u.period_start.as_ref().is_none_or(|p| from_ts(p) >= period_start))
             .map_or(0, |u| u.used))
-    }
-
-    async fn apply_stripe_event(
-        &self,
-        _: &Envelope,
-        _: &Result<Translation, String>,
-        _: Option<&Replay>,
-        _: UnixTime,
-    ) -> Result<StripeOutcome, StoreError> {
-        Err(StoreError::Unsupported(NOT_HERE))
-    }
-
-    async fn stripe_event(&self, _: &str) -> Result<Option<StoredEvent>, StoreError> {
-        Err(StoreError::Unsupported(NOT_HERE))
-    }
-
-    async fn stripe_events(
-        &self,
-        _: Option<&str>,
-        _: Option<StripeStatus>,
-        _: u32,
-    ) -> Result<Vec<StoredEvent>, StoreError> {
-        Err(StoreError::Unsupported(NOT_HERE))
-    }
-
-    async fn pending_stripe_events(&self, _: &str) -> Result<Vec<StoredEvent>, StoreError> {
-        Ok(Vec::new())
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        let req = tonic_health::pb::HealthCheckRequest { service: String::new() };
-        let r = self.health.clone().check(req).await.map_err(upstream_error)?.into_inner();
-        match r.status() {
-            tonic_health::pb::health_check_response::ServingStatus::Serving => Ok(()),
-            _ => Err(StoreError::Upstream { code: Code::Unavailable, message: "upstream is not serving".into() }),
-        }
     }
 }
 

@@ -20,9 +20,8 @@ use crate::pb::admin_service_server::AdminServiceServer;
 use crate::pb::entitlement_service_server::EntitlementServiceServer;
 use crate::relay::{UpstreamConfig, UpstreamStore};
 use crate::service::Service;
-use crate::store::Store;
-use crate::store::StoreError;
 use crate::store::sql::{Backend, SqlStore};
+use crate::store::{StoreError, Stores};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -107,7 +106,7 @@ pub async fn start(args: &ServeArgs) -> Result<Running, ServerError> {
         });
     }
     // The store: the database, or (relay mode) the upstream service.
-    let (store, backend, upstream): (Arc<dyn Store>, Option<Backend>, Option<UpstreamStore>) = match &args.upstream {
+    let (stores, backend, upstream): (Stores, Option<Backend>, Option<UpstreamStore>) = match &args.upstream {
         Some(url) => {
             let ca = match &args.upstream_ca {
                 Some(p) => Some(
@@ -121,17 +120,17 @@ pub async fn start(args: &ServeArgs) -> Result<Running, ServerError> {
                 ca,
             };
             let up = UpstreamStore::connect(&cfg)?;
-            (Arc::new(up.clone()), None, Some(up))
+            (up.stores(), None, Some(up))
         }
         None => {
             let store = SqlStore::connect(&args.database_url).await?;
             store.migrate().await?;
             let backend = store.backend();
-            (Arc::new(store), Some(backend), None)
+            (Stores::sql(store), Some(backend), None)
         }
     };
     let service =
-        Arc::new(Service::new(Arc::new(catalog), store, args.cache_capacity, args.max_ttl, args.stale_if_error));
+        Arc::new(Service::new(Arc::new(catalog), stores, args.cache_capacity, args.max_ttl, args.stale_if_error));
 
     let grpc_listener =
         TcpListener::bind(args.grpc_addr).await.map_err(|source| ServerError::Bind { addr: args.grpc_addr, source })?;

@@ -1,15 +1,14 @@
 //! Stripe (SPEC §7): verify a webhook delivery with async-stripe and translate its typed event
-//! into the facts the store applies. No IO here; the store applies [`Translation`]s in one
-//! transaction each, and `http` answers Stripe.
+//! into the core's [`crate::billing`] facts (the price map and every rule live there). No IO
+//! here; the store applies [`Translation`]s in one transaction each, and `http` answers Stripe.
 //!
 //! Built against async-stripe 1.0.0-rc.10, generated for Stripe API version `2026-09-30.endive`.
 
-use std::collections::HashMap;
-
 use stripe_webhook::{Event, EventObject, Webhook, WebhookError};
 
-use crate::catalog::{Catalog, FeatureKind, PriceComponent, PriceTarget};
-use crate::tenant::{AddOnGrant, GrantOrigin, Subscription, SubscriptionStatus, UnixTime, validate_tenant_id};
+use crate::billing::{self, EventRef, Fact, Item, SubscriptionObject, Translation};
+use crate::catalog::Catalog;
+use crate::tenant::{UnixTime, validate_tenant_id};
 
 /// Why a delivery is refused (400): nothing about it is stored.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -105,186 +104,64 @@ pub fn parse_stored(payload: &str) -> Result<Event, String> {
     serde_json::from_str::<Event>(payload).map_err(|e| e.to_string())
 }
 
-/// What a subscription looks like after this event.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SubscriptionFacts {
-    pub subscription: Subscription,
-    pub customer_id: String,
-    /// `metadata.tenant_id`.
-    pub tenant_hint: Option<String>,
-    /// Add-on grants of its items, keyed by (subscription, item).
-    pub addons: Vec<AddOnGrant>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum Change {
-    Subscription(SubscriptionFacts),
-    /// `checkout.session.completed` in subscription mode.
-    Checkout {
-        session_id: String,
-        tenant_hint: Option<String>,
-        customer_id: Option<String>,
-        subscription_id: String,
-        addon: Option<String>,
-    },
-    /// `invoice.paid` / `invoice.payment_failed`.
-    Invoice {
-        customer_id: Option<String>,
-        subscription_id: Option<String>,
-        paid: bool,
-    },
-    /// The customer's active Stripe Entitlements, by lookup key.
-    EntitlementSummary {
-        customer_id: String,
-        lookup_keys: Vec<String>,
-    },
-    /// An event type this service does not act on.
-    Ignored,
-}
-
-/// The facts of one event, and every mapping problem (unknown price, unknown add-on key…).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Translation {
-    pub change: Change,
-    pub errors: Vec<String>,
-}
-
-impl Translation {
-    /// Whether the event may be applied despite its errors: errors never grant, so an event
-    /// is applied only when it has none, or when it can only take access away.
-    pub fn applicable(&self) -> bool {
-        self.errors.is_empty()
-            || match &self.change {
-                Change::Subscription(f) => !f.subscription.status.entitles(),
-                Change::EntitlementSummary { .. } => true,
-                _ => false,
-            }
-    }
-}
-
-fn status(s: &stripe_shared::SubscriptionStatus) -> Result<SubscriptionStatus, String> {
-    SubscriptionStatus::parse(s.as_str()).ok_or_else(|| format!("unknown subscription status `{}`", s.as_str()))
-}
-
-fn tenant_hint(metadata: Option<&HashMap<String, String>>, errors: &mut Vec<String>) -> Option<String> {
-    let t = metadata?.get("tenant_id")?.trim().to_string();
-    match validate_tenant_id(&t) {
-        Ok(()) => Some(t),
-        Err(e) => {
-            errors.push(format!("metadata.tenant_id: {e}"));
-            None
-        }
-    }
-}
-
-/// Map a Stripe subscription through the catalog's price map.
-pub fn subscription_facts(
-    catalog: &Catalog,
-    sub: &stripe_shared::Subscription,
-    event_id: &str,
-    created: UnixTime,
-    event_type: &str,
-    errors: &mut Vec<String>,
-) -> SubscriptionFacts {
-    let status = status(&sub.status).unwrap_or_else(|e| {
-        errors.push(e);
-        SubscriptionStatus::Incomplete
-    });
-    let mut plan: Option<(i64, String)> = None;
-    let mut interval = None;
-    let mut seats: Option<i64> = None;
-    let mut addons = Vec::new();
-    let mut period = None;
-    for item in &sub.items.data {
-        let price_id = item.price.id.as_str();
-        let quantity = i64::try_from(item.quantity.unwrap_or(1)).unwrap_or(i64::MAX);
-        period.get_or_insert((item.current_period_start, item.current_period_end));
-        let Some(price) = catalog.price(price_id) else {
-            errors.push(format!("unknown price `{price_id}` on subscription item {}", item.id.as_str()));
-            continue;
-        };
-        interval = Some(price.interval);
-        match &price.target {
-            PriceTarget::Plan { plan: key, component } => {
-                let rank = catalog.plan(key).map_or(i64::MIN, |p| p.rank);
-                if plan.as_ref().is_none_or(|(r, _)| rank > *r) {
-                    plan = Some((rank, key.clone()));
-                }
-                if *component == PriceComponent::Seat {
-                    seats = Some(seats.unwrap_or(0).saturating_add(quantity));
-                }
-            }
-            PriceTarget::AddOn { addon } => addons.push(AddOnGrant {
-                addon: addon.clone(),
-                quantity,
-                origin: GrantOrigin::Stripe {
-                    subscription_id: sub.id.as_str().to_string(),
-                    item_id: item.id.as_str().to_string(),
-                },
-                actor: "stripe".into(),
-                rationale: format!("{event_type} {event_id}"),
-                granted_at: created,
-                expires_at: None,
-            }),
-        }
-    }
-    SubscriptionFacts {
-        subscription: Subscription {
-            id: sub.id.as_str().to_string(),
-            status,
-            plan: plan.map(|(_, k)| k),
-            interval,
-            seats,
-            trial_end: sub.trial_end,
-            current_period_start: period.map(|p| p.0),
-            current_period_end: period.map(|p| p.1),
-            cancel_at_period_end: sub.cancel_at_period_end,
-            last_event_created: created,
-            last_event_id: event_id.to_string(),
-        },
+/// A Stripe subscription as plain data, for the core's price map.
+fn subscription_object(sub: &stripe_shared::Subscription) -> SubscriptionObject {
+    SubscriptionObject {
+        id: sub.id.as_str().to_string(),
+        status: sub.status.as_str().to_string(),
         customer_id: sub.customer.id().as_str().to_string(),
-        tenant_hint: tenant_hint(Some(&sub.metadata), errors),
-        addons,
+        tenant_id: sub.metadata.get("tenant_id").cloned(),
+        items: sub
+            .items
+            .data
+            .iter()
+            .map(|item| Item {
+                id: item.id.as_str().to_string(),
+                price_id: item.price.id.as_str().to_string(),
+                quantity: i64::try_from(item.quantity.unwrap_or(1)).unwrap_or(i64::MAX),
+                current_period_start: item.current_period_start,
+                current_period_end: item.current_period_end,
+            })
+            .collect(),
+        trial_end: sub.trial_end,
+        cancel_at_period_end: sub.cancel_at_period_end,
     }
 }
 
-/// Translate a typed event into what it changes.
+fn checkout(catalog: &Catalog, cs: &stripe_shared::CheckoutSession, errors: &mut Vec<String>) -> Fact {
+    if cs.mode.as_str() != "subscription" {
+        return Fact::Ignored;
+    }
+    let Some(sub) = &cs.subscription else {
+        errors.push("subscription-mode session without a subscription".into());
+        return Fact::Ignored;
+    };
+    let metadata = |key: &str| cs.metadata.as_ref().and_then(|m| m.get(key)).map(String::as_str);
+    let hint = billing::tenant_hint(metadata("tenant_id"), errors)
+        .or_else(|| cs.client_reference_id.as_deref().filter(|c| validate_tenant_id(c).is_ok()).map(str::to_string));
+    Fact::Checkout {
+        session_id: cs.id.as_str().to_string(),
+        tenant_hint: hint,
+        customer_id: cs.customer.as_ref().map(|c| c.id().as_str().to_string()),
+        subscription_id: sub.id().as_str().to_string(),
+        addon: billing::checkout_addon(catalog, metadata("addon"), errors),
+    }
+}
+
+/// Translate a typed event into the core's facts.
 pub fn translate(catalog: &Catalog, env: &Envelope, event: &Event) -> Translation {
     let mut errors = Vec::new();
-    let change = match &event.data.object {
+    let at = EventRef { id: env.id.clone(), event_type: env.event_type.clone(), created: env.created };
+    let fact = match &event.data.object {
         EventObject::CustomerSubscriptionCreated(s)
         | EventObject::CustomerSubscriptionUpdated(s)
         | EventObject::CustomerSubscriptionDeleted(s)
         | EventObject::CustomerSubscriptionTrialWillEnd(s)
         | EventObject::CustomerSubscriptionPaused(s)
         | EventObject::CustomerSubscriptionResumed(s) => {
-            Change::Subscription(subscription_facts(catalog, s, &env.id, env.created, &env.event_type, &mut errors))
+            Fact::Subscription(billing::subscription_facts(catalog, &subscription_object(s), &at, &mut errors))
         }
-        EventObject::CheckoutSessionCompleted(cs) => {
-            if cs.mode.as_str() != "subscription" {
-                Change::Ignored
-            } else if let Some(sub) = &cs.subscription {
-                let hint = tenant_hint(cs.metadata.as_ref(), &mut errors).or_else(|| {
-                    cs.client_reference_id.as_deref().filter(|c| validate_tenant_id(c).is_ok()).map(str::to_string)
-                });
-                let addon = cs.metadata.as_ref().and_then(|m| m.get("addon")).map(|a| a.trim().to_string());
-                if let Some(a) = &addon
-                    && catalog.addon(a).is_none()
-                {
-                    errors.push(format!("metadata.addon: unknown add-on `{a}`"));
-                }
-                Change::Checkout {
-                    session_id: cs.id.as_str().to_string(),
-                    tenant_hint: hint,
-                    customer_id: cs.customer.as_ref().map(|c| c.id().as_str().to_string()),
-                    subscription_id: sub.id().as_str().to_string(),
-                    addon,
-                }
-            } else {
-                errors.push("subscription-mode session without a subscription".into());
-                Change::Ignored
-            }
-        }
+        EventObject::CheckoutSessionCompleted(cs) => checkout(catalog, cs, &mut errors),
         EventObject::InvoicePaid(inv) | EventObject::InvoicePaymentFailed(inv) => {
             let from_parent = inv
                 .parent
@@ -292,27 +169,18 @@ pub fn translate(catalog: &Catalog, env: &Envelope, event: &Event) -> Translatio
                 .and_then(|p| p.subscription_details.as_ref())
                 .map(|d| d.subscription.id().as_str().to_string());
             let legacy = inv.subscription.as_ref().map(|s| s.id().as_str().to_string());
-            Change::Invoice {
+            Fact::Invoice {
                 customer_id: inv.customer.as_ref().map(|c| c.id().as_str().to_string()),
                 subscription_id: from_parent.or(legacy),
                 paid: matches!(event.data.object, EventObject::InvoicePaid(_)),
             }
         }
         EventObject::EntitlementsActiveEntitlementSummaryUpdated(s) => {
-            let mut lookup_keys = Vec::new();
-            for e in &s.entitlements.data {
-                let key = e.lookup_key.clone();
-                let known = catalog.addon(&key).is_some()
-                    || catalog.feature(&key).is_some_and(|f| f.kind == FeatureKind::Boolean);
-                if known {
-                    lookup_keys.push(key);
-                } else {
-                    errors.push(format!("entitlement lookup key `{key}` is neither an add-on nor a boolean feature"));
-                }
-            }
-            Change::EntitlementSummary { customer_id: s.customer.clone(), lookup_keys }
+            let keys = s.entitlements.data.iter().map(|e| e.lookup_key.clone()).collect();
+            let lookup_keys = billing::summary_keys(catalog, keys, &mut errors);
+            Fact::EntitlementSummary { customer_id: s.customer.clone(), lookup_keys }
         }
-        _ => Change::Ignored,
+        _ => Fact::Ignored,
     };
-    Translation { change, errors }
+    Translation { fact, errors }
 }

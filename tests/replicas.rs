@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use entitlements::config::ServeArgs;
@@ -54,7 +54,7 @@ async fn spawn_replica(db: &str) -> Replica {
         .spawn()
         .expect("spawn server");
     let replica = Replica { child, grpc, http };
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = entitlements::clock::monotonic() + Duration::from_secs(30);
     loop {
         if let Ok(ch) = Channel::from_shared(format!("http://{grpc}")).expect("url").connect().await {
             let mut h = tonic_health::pb::health_client::HealthClient::new(ch);
@@ -62,7 +62,7 @@ async fn spawn_replica(db: &str) -> Replica {
                 return replica;
             }
         }
-        assert!(Instant::now() < deadline, "replica on {grpc} did not become ready");
+        assert!(entitlements::clock::monotonic() < deadline, "replica on {grpc} did not become ready");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -152,9 +152,9 @@ async fn a_replica_whose_listener_drops_flushes_and_listens_again() {
     .expect("terminate");
     assert_eq!(killed, 1, "exactly one listener connection named {name}");
 
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = entitlements::clock::monotonic() + Duration::from_secs(20);
     while metric(b.http, "entitlements_invalidation_listener_flushes_total").await <= flushes_before {
-        assert!(Instant::now() < deadline, "B never noticed its listener was gone");
+        assert!(entitlements::clock::monotonic() < deadline, "B never noticed its listener was gone");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Listening again: a change made afterwards still reaches B.
@@ -338,14 +338,14 @@ async fn a_store_outage_is_survived_and_nothing_accepted_is_lost() {
 
     proxy.up();
     // Stripe's retry of the same delivery now succeeds; nothing accepted is missing.
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = entitlements::clock::monotonic() + Duration::from_secs(20);
     loop {
         let (status, reply) = post_event(s.http_addr, &body, SECRET).await;
         if status == 200 {
             assert!(reply.contains("applied"), "{reply}");
             break;
         }
-        assert!(Instant::now() < deadline, "store never came back: {status} {reply}");
+        assert!(entitlements::clock::monotonic() < deadline, "store never came back: {status} {reply}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(check(&mut d, "cached-co", "entra_sync").await.allowed);

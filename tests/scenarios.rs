@@ -4,9 +4,10 @@
 //! states the decisions it expects. This one runner plays each file twice:
 //!
 //! 1. [`scenarios_against_the_core`]: against the pure core — `resolve`, `decide` and `explain`
-//!    on a `TenantState` built in memory. Admin steps become `store::Mutation`s, validated and
-//!    applied the way the service and the store do; the usage a check sees is the sum the runner
-//!    recorded (same period and idempotency rules as the store).
+//!    on a `TenantState` built in memory. Admin steps become core `Command`s, checked by
+//!    `Command::validate` and applied by `Command::apply` — the very functions the server runs;
+//!    Stripe steps go through `billing::apply_subscription`, usage reports through
+//!    `usage::validate_report`, `decide::usage_gate` and `usage::apply_report`.
 //! 2. [`scenarios_against_the_server`]: against a real server started in-process on ephemeral
 //!    TCP ports with a fresh SQLite file, driven through the generated tonic clients. Admin steps
 //!    are `AdminService` RPCs (bearer token), checks are `Check`/`CheckBatch`, or `Explain` with
@@ -23,22 +24,23 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use entitlements::billing::{self, Effect, SubscriptionFacts};
 use entitlements::catalog::{Catalog, Edition, FeatureIdx, Interval, Value};
+use entitlements::command::{self, Actor, Command, Invalid};
 use entitlements::config::{EditionArg, ServeArgs};
-use entitlements::decide::{Decision, Intent, Reason, Upgrade, decide, decide_idx};
+use entitlements::decide::{Decision, Intent, Reason, Upgrade, UsageGate, decide, usage_gate};
 use entitlements::explain::explain;
-use entitlements::lifecycle::{NoticeKind, extend_trial};
+use entitlements::lifecycle::NoticeKind;
 use entitlements::pb;
 use entitlements::pb::admin_service_client::AdminServiceClient;
 use entitlements::pb::entitlement_service_client::EntitlementServiceClient;
 use entitlements::resolve::{PlanSource, ResolvedTenant, resolve};
 use entitlements::server::{self, Running, load_catalog};
-use entitlements::store::{Mutation, TrialExtension};
+use entitlements::store::TrialExtension;
 use entitlements::tenant::{
-    AddOnGrant, Change, DAY, GrantOrigin, Override, PlanAssignment, Subscription, SubscriptionStatus, TenantState,
-    Trial, UnixTime, validate_tenant_id,
+    AddOnGrant, DAY, GrantOrigin, Subscription, SubscriptionStatus, TenantState, UnixTime, validate_tenant_id,
 };
-use entitlements::usage;
+use entitlements::usage::{self, Counter, CounterUpdate, UsageMode};
 use serde::Deserialize;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
@@ -1004,10 +1006,9 @@ fn core_intent(i: Option<IntentArg>) -> Intent {
     }
 }
 
-/// What the admin plane and the service refuse, as the same rules (admin.rs `required`,
-/// `Service::mutate` and `Service::validate`); the core path checks `expect_error` with them.
-fn required(field: &str, v: &str) -> Result<(), RpcError> {
-    if v.trim().is_empty() { Err(invalid(format!("{field}: is required"))) } else { Ok(()) }
+/// A refusal of the core's, as the server reports it (`INVALID_ARGUMENT`, `field: message`).
+fn refused(e: Invalid) -> RpcError {
+    invalid(e.to_string())
 }
 
 impl CoreWorld {
@@ -1055,245 +1056,82 @@ impl CoreWorld {
                     None => Ok(()),
                 }
             }
-            Step::StripeSubscription(s) => {
-                self.stripe_subscription(s);
-                Ok(())
-            }
+            Step::StripeSubscription(s) => self.stripe_subscription(s),
             admin => self.admin(admin),
         }
     }
 
+    /// An admin step: the core's `Command::validate`, then `Command::apply` — the functions the
+    /// server runs (the store only saves what `apply` produced).
     fn admin(&mut self, step: &Step) -> Result<(), String> {
         let Some(meta) = step.meta() else { unreachable!("not an admin step") };
         let tenant = self.tenant_id(meta.tenant).to_string();
         let actor = meta.actor.unwrap_or(DEFAULT_ACTOR).to_string();
         let rationale = meta.rationale.map_or_else(|| format!("scenario step: {}", step.label()), str::to_string);
-        let result = self.mutation(step).and_then(|m| {
-            required("actor", &actor)?;
-            required("rationale", &rationale)?;
-            validate_tenant_id(&tenant).map_err(|e| invalid(format!("tenant_id: {e}")))?;
-            self.validate_mutation(&m)?;
-            Ok(m)
-        });
-        if let Some(m) = settle(meta.expect_error, result)? {
-            self.apply(&tenant, &m, &actor, &rationale);
+        let by = Actor::admin(&actor, &rationale, self.t0);
+        let result =
+            self.command(step).and_then(|c| c.validate(&self.catalog, &tenant, &by).map(|()| c).map_err(refused));
+        if let Some(c) = settle(meta.expect_error, result)? {
+            let state = self.tenants.entry(tenant.clone()).or_insert_with(|| TenantState::unknown(&tenant));
+            c.apply(state, &by);
         }
         Ok(())
     }
 
-    /// The `Mutation` an admin step asks for, with the checks the gRPC layer makes (admin.rs).
-    fn mutation(&self, step: &Step) -> Result<Mutation, RpcError> {
-        let t0 = self.t0;
+    /// The `Command` an admin step asks for, read the way the gRPC layer reads its request (with
+    /// the core's defaults: `command::trial`, `command::addon_quantity`).
+    fn command(&self, step: &Step) -> Result<Command, RpcError> {
+        let at = |r: Rel| r.at(self.t0);
         Ok(match step {
-            Step::PutTenant(p) => {
-                let trial = match (p.trial_start, p.trial_end) {
-                    (Some(s), Some(e)) => Some(Trial { start: s.at(t0), end: e.at(t0) }),
-                    (Some(s), None) => {
-                        Some(Trial { start: s.at(t0), end: s.at(t0) + self.catalog.lifecycle.trial_days * DAY })
-                    }
-                    (None, Some(_)) => {
-                        return Err(invalid("trial_start: is required when trial_end is set"));
-                    }
-                    (None, None) => None,
-                };
-                Mutation::PutTenant {
-                    stripe_customer_id: p.stripe_customer_id.clone().filter(|c| !c.is_empty()),
-                    trial,
-                    archived: p.archived,
-                }
-            }
-            Step::AssignPlan(a) => {
-                required("plan", &a.plan)?;
-                Mutation::AssignPlan { plan: a.plan.clone(), expires_at: a.expires_at.map(|e| e.at(t0)) }
-            }
-            Step::UnassignPlan(u) => Mutation::UnassignPlan { plan: (!u.plan.is_empty()).then(|| u.plan.clone()) },
-            Step::GrantAddon(g) => {
-                required("addon", &g.addon)?;
-                let quantity = match g.quantity {
-                    None | Some(0) => 1,
-                    Some(q) => q,
-                };
-                Mutation::GrantAddOn { addon: g.addon.clone(), quantity, expires_at: g.expires_at.map(|e| e.at(t0)) }
-            }
-            Step::RevokeAddon(r) => {
-                required("addon", &r.addon)?;
-                Mutation::RevokeAddOn { addon: r.addon.clone() }
-            }
+            Step::PutTenant(p) => Command::PutTenant {
+                stripe_customer_id: p.stripe_customer_id.clone().filter(|c| !c.is_empty()),
+                trial: command::trial(&self.catalog, p.trial_start.map(at), p.trial_end.map(at)).map_err(refused)?,
+                archived: p.archived,
+            },
+            Step::AssignPlan(a) => Command::AssignPlan { plan: a.plan.clone(), expires_at: a.expires_at.map(at) },
+            Step::UnassignPlan(u) => Command::UnassignPlan { plan: (!u.plan.is_empty()).then(|| u.plan.clone()) },
+            Step::GrantAddon(g) => Command::GrantAddOn {
+                addon: g.addon.clone(),
+                quantity: command::addon_quantity(g.quantity.unwrap_or(0)),
+                expires_at: g.expires_at.map(at),
+            },
+            Step::RevokeAddon(r) => Command::RevokeAddOn { addon: r.addon.clone() },
             Step::SetOverride(o) => {
-                required("feature", &o.feature)?;
+                command::required("feature", &o.feature).map_err(refused)?;
                 let value = match (o.enabled, o.number, o.unlimited) {
                     (Some(b), _, _) => Value::Bool(b),
                     (_, Some(n), _) => Value::Number(n),
                     (_, _, Some(true)) => Value::Unlimited,
-                    _ => {
-                        return Err(invalid("value: set one of `enabled`, `number` or `unlimited: true`"));
-                    }
+                    _ => return Err(invalid("value: set one of `enabled`, `number` or `unlimited: true`")),
                 };
-                Mutation::SetOverride { feature: o.feature.clone(), value, expires_at: o.expires_at.map(|e| e.at(t0)) }
+                Command::SetOverride { feature: o.feature.clone(), value, expires_at: o.expires_at.map(at) }
             }
-            Step::ClearOverride(c) => {
-                required("feature", &c.feature)?;
-                Mutation::ClearOverride { feature: c.feature.clone() }
-            }
+            Step::ClearOverride(c) => Command::ClearOverride { feature: c.feature.clone() },
             Step::ExtendTrial(e) => {
                 let extension = match (e.days, e.trial_end) {
                     (Some(d), _) => TrialExtension::Days(d),
-                    (_, Some(t)) => TrialExtension::Until(t.at(t0)),
+                    (_, Some(t)) => TrialExtension::Until(at(t)),
                     (None, None) => return Err(invalid("until: set `days` or `trial_end`")),
                 };
-                Mutation::ExtendTrial { extension }
+                Command::ExtendTrial { extension }
             }
             other => unreachable!("not an admin step: {}", other.label()),
         })
     }
 
-    /// `Service::validate`: catalog keys, value kinds, future expiries, ranges.
-    fn validate_mutation(&self, m: &Mutation) -> Result<(), RpcError> {
-        let now = self.t0;
-        let c = &self.catalog;
-        let future = |field: &str, t: Option<UnixTime>| match t {
-            Some(t) if t <= now => Err(invalid(format!("{field}: must be in the future"))),
-            _ => Ok(()),
-        };
-        match m {
-            Mutation::PutTenant { stripe_customer_id, trial, .. } => {
-                if stripe_customer_id.as_ref().is_some_and(|c| c.len() > 255 || c.chars().any(char::is_whitespace)) {
-                    return Err(invalid("stripe_customer_id: at most 255 characters, no whitespace"));
-                }
-                if trial.is_some_and(|t| t.end < t.start) {
-                    return Err(invalid("trial_end: must not be before trial_start"));
-                }
-                Ok(())
-            }
-            Mutation::AssignPlan { plan, expires_at } => {
-                c.plan(plan).ok_or_else(|| invalid(format!("plan: unknown plan `{plan}`")))?;
-                future("expires_at", *expires_at)
-            }
-            Mutation::UnassignPlan { plan } => match plan {
-                Some(p) if c.plan(p).is_none() => Err(invalid(format!("plan: unknown plan `{p}`"))),
-                _ => Ok(()),
-            },
-            Mutation::ExtendTrial { extension } => match extension {
-                TrialExtension::Days(d) if *d <= 0 || *d > 3650 => Err(invalid("days: must be between 1 and 3650")),
-                TrialExtension::Until(t) => future("trial_end", Some(*t)),
-                TrialExtension::Days(_) => Ok(()),
-            },
-            Mutation::GrantAddOn { addon, quantity, expires_at } => {
-                c.addon(addon).ok_or_else(|| invalid(format!("addon: unknown add-on `{addon}`")))?;
-                if !(1..=1_000_000).contains(quantity) {
-                    return Err(invalid("quantity: must be between 1 and 1000000"));
-                }
-                future("expires_at", *expires_at)
-            }
-            Mutation::RevokeAddOn { addon } => {
-                c.addon(addon).map(|_| ()).ok_or_else(|| invalid(format!("addon: unknown add-on `{addon}`")))
-            }
-            Mutation::SetOverride { feature, value, expires_at } => {
-                let f = c.feature(feature).ok_or_else(|| invalid(format!("feature: unknown feature `{feature}`")))?;
-                if !value.fits(f.kind) {
-                    return Err(invalid(format!(
-                        "value: `{value}` does not fit the {} feature `{feature}`",
-                        f.kind.name()
-                    )));
-                }
-                future("expires_at", *expires_at)
-            }
-            Mutation::ClearOverride { feature } => {
-                c.feature(feature).map(|_| ()).ok_or_else(|| invalid(format!("feature: unknown feature `{feature}`")))
-            }
-        }
-    }
-
-    /// The store's `apply`: the same upserts and deletions on the in-memory state.
-    fn apply(&mut self, tenant: &str, m: &Mutation, actor: &str, rationale: &str) {
-        let now = self.t0;
-        let s = self.tenants.entry(tenant.to_string()).or_insert_with(|| TenantState::unknown(tenant));
-        s.known = true;
-        s.revision += 1;
-        match m {
-            Mutation::PutTenant { stripe_customer_id, trial, archived } => {
-                if let Some(c) = stripe_customer_id {
-                    s.stripe_customer_id = Some(c.clone());
-                }
-                if trial.is_some() {
-                    s.trial = *trial;
-                }
-                if let Some(a) = archived {
-                    s.archived = *a;
-                }
-            }
-            Mutation::ExtendTrial { extension } => s.trial = Some(extend_trial(s.trial, *extension, now)),
-            Mutation::AssignPlan { plan, expires_at } => {
-                s.plan_assignments.retain(|a| &a.plan != plan);
-                s.plan_assignments.push(PlanAssignment {
-                    plan: plan.clone(),
-                    actor: actor.into(),
-                    rationale: rationale.into(),
-                    assigned_at: now,
-                    expires_at: *expires_at,
-                });
-            }
-            Mutation::UnassignPlan { plan } => {
-                s.plan_assignments.retain(|a| plan.as_ref().is_some_and(|p| &a.plan != p))
-            }
-            Mutation::GrantAddOn { addon, quantity, expires_at } => {
-                s.addon_grants.retain(|g| !(&g.addon == addon && g.origin == GrantOrigin::Manual));
-                s.addon_grants.push(AddOnGrant {
-                    addon: addon.clone(),
-                    quantity: *quantity,
-                    origin: GrantOrigin::Manual,
-                    actor: actor.into(),
-                    rationale: rationale.into(),
-                    granted_at: now,
-                    expires_at: *expires_at,
-                });
-            }
-            Mutation::RevokeAddOn { addon } => {
-                s.addon_grants.retain(|g| !(&g.addon == addon && g.origin == GrantOrigin::Manual))
-            }
-            Mutation::SetOverride { feature, value, expires_at } => {
-                s.overrides.retain(|o| &o.feature != feature);
-                s.overrides.push(Override {
-                    feature: feature.clone(),
-                    value: *value,
-                    actor: actor.into(),
-                    rationale: rationale.into(),
-                    set_at: now,
-                    expires_at: *expires_at,
-                });
-            }
-            Mutation::ClearOverride { feature } => s.overrides.retain(|o| &o.feature != feature),
-        }
-        s.last_change =
-            Some(Change { actor: actor.into(), at: now, rationale: rationale.into(), origin: "admin".into() });
-    }
-
-    fn stripe_subscription(&mut self, st: &StripeSubscription) {
+    /// A subscription event, applied by the core's `billing::apply_subscription` (the store
+    /// only finds the tenant and saves the result).
+    fn stripe_subscription(&mut self, st: &StripeSubscription) -> Result<(), String> {
         let t0 = self.t0;
         let tenant = self.tenant_id(st.tenant.as_deref()).to_string();
         let s = self.tenants.entry(tenant.clone()).or_insert_with(|| TenantState::unknown(&tenant));
-        s.known = true;
-        s.revision += 1;
         let status = SubscriptionStatus::parse(&st.status).unwrap_or_else(|| unreachable!("validated at load"));
-        let event = format!("evt_{}_{}", st.id, s.revision);
-        s.subscriptions.retain(|x| x.id != st.id);
-        s.subscriptions.push(Subscription {
-            id: st.id.clone(),
-            status,
-            plan: st.plan.clone(),
-            interval: st.interval,
-            seats: st.seats,
-            trial_end: st.trial_end.map(|t| t.at(t0)),
-            current_period_start: st.current_period_start.map(|t| t.at(t0)),
-            current_period_end: st.current_period_end.map(|t| t.at(t0)),
-            cancel_at_period_end: st.cancel_at_period_end,
-            last_event_created: t0,
-            last_event_id: event.clone(),
-        });
-        s.addon_grants
-            .retain(|g| !matches!(&g.origin, GrantOrigin::Stripe { subscription_id, .. } if subscription_id == &st.id));
-        for (i, addon) in st.addons.iter().enumerate() {
-            s.addon_grants.push(AddOnGrant {
+        let event = format!("evt_{}_{}", st.id, s.revision + 1);
+        let addons = st
+            .addons
+            .iter()
+            .enumerate()
+            .map(|(i, addon)| AddOnGrant {
                 addon: addon.clone(),
                 quantity: 1,
                 origin: GrantOrigin::Stripe { subscription_id: st.id.clone(), item_id: format!("si_{}_{i}", st.id) },
@@ -1301,88 +1139,75 @@ impl CoreWorld {
                 rationale: event.clone(),
                 granted_at: t0,
                 expires_at: None,
-            });
+            })
+            .collect();
+        let facts = SubscriptionFacts {
+            subscription: Subscription {
+                id: st.id.clone(),
+                status,
+                plan: st.plan.clone(),
+                interval: st.interval,
+                seats: st.seats,
+                trial_end: st.trial_end.map(|t| t.at(t0)),
+                current_period_start: st.current_period_start.map(|t| t.at(t0)),
+                current_period_end: st.current_period_end.map(|t| t.at(t0)),
+                cancel_at_period_end: st.cancel_at_period_end,
+                last_event_created: t0,
+                last_event_id: event.clone(),
+            },
+            customer_id: format!("cus_{tenant}"),
+            tenant_hint: Some(tenant.clone()),
+            addons,
+        };
+        let stored = s.subscriptions.iter().find(|x| x.id == st.id).cloned();
+        let by = Actor { actor: "stripe".into(), rationale: String::new(), origin: event, at: t0 };
+        match billing::apply_subscription(s, stored.as_ref(), &facts, &by) {
+            Effect::Applied(_) => Ok(()),
+            other => Err(format!("stripe_subscription {}: {other:?} (events here all happen at T0)", st.id)),
         }
-        s.last_change = Some(Change { actor: "stripe".into(), at: t0, rationale: String::new(), origin: event });
     }
 
-    /// `Service::record_usage` + the store's conditional upsert, on the in-memory counters.
+    /// `Service::record_usage` on the in-memory counters: the core's `validate_report`,
+    /// `usage_gate` and `apply_report` (the rule the store runs as one atomic statement).
     fn record_usage(&mut self, r: &RecordUsage) -> Result<ObservedRecord, RpcError> {
         let tenant = self.tenant_id(r.tenant.as_deref()).to_string();
         validate_tenant_id(&tenant).map_err(|e| invalid(format!("tenant_id: {e}")))?;
         let c = Arc::clone(&self.catalog);
-        let fi =
-            c.feature_idx(&r.feature).ok_or_else(|| invalid(format!("feature: unknown feature `{}`", r.feature)))?;
-        let kind = c.features[fi].kind;
-        if !kind.is_metered() {
-            return Err(invalid(format!(
-                "feature: `{}` is a {} feature; only gauges and counters take usage",
-                r.feature,
-                kind.name()
-            )));
-        }
-        if matches!(kind, entitlements::catalog::FeatureKind::Counter(_)) && r.mode == ModeArg::Set {
-            return Err(invalid("mode: a counter takes DELTA, not SET"));
-        }
-        if r.value < 0 {
-            return Err(invalid("value: must not be negative"));
-        }
+        let mode = match r.mode {
+            ModeArg::Delta => UsageMode::Delta,
+            ModeArg::Set => UsageMode::Set,
+        };
         let key = r.key.clone().unwrap_or_default();
-        if key.len() > 256 {
-            return Err(invalid("idempotency_key: at most 256 bytes"));
-        }
-        if r.mode == ModeArg::Delta && key.is_empty() {
-            return Err(invalid("idempotency_key: required for DELTA reports"));
-        }
+        let fi = usage::validate_report(&c, &r.feature, mode, r.value, &key).map_err(refused)?;
         let resolved = resolve(&c, &self.state(&tenant), self.t0);
         let f = &resolved.features[fi];
         let period_start = f.period.map_or(0, |p| p.start);
-        let current = self.used(&tenant, &resolved, fi);
         let observed = |applied, duplicate, used| ObservedRecord {
             applied,
             duplicate,
             used,
             remaining: usage::remaining(f.value, used),
         };
-        let gate = decide_idx(&resolved, fi, 0, Intent::Write, 0);
-        if r.enforce && !gate.allowed {
-            return Ok(observed(false, false, current));
-        }
-        let limit = match (r.enforce, gate.reason, f.value) {
-            (true, Reason::Granted, Value::Number(n)) => Some(n),
-            _ => None,
+        let limit = match usage_gate(&resolved, fi, r.enforce) {
+            UsageGate::Refuse(_) => return Ok(observed(false, false, self.used(&tenant, &resolved, fi))),
+            UsageGate::Record { limit } => limit,
         };
+        // The store's idempotency record: a key seen before answers with the original result.
         let report_key = (tenant.clone(), fi, key.clone());
         if !key.is_empty()
             && let Some(&(applied, used)) = self.reports.get(&report_key)
         {
             return Ok(observed(applied, true, used));
         }
-        let over_limit = limit.is_some_and(|l| r.value > l);
         let row_key = (tenant.clone(), fi);
-        let row = self.usage.get(&row_key).copied();
-        let next = if over_limit {
-            None
-        } else {
-            match (r.mode, row) {
-                (_, None) | (ModeArg::Set, _) => Some((period_start, r.value)),
-                (ModeArg::Delta, Some((p, _))) if p < period_start => Some((period_start, r.value)),
-                (ModeArg::Delta, Some((p, u))) => {
-                    u.checked_add(r.value).filter(|&t| t <= limit.unwrap_or(i64::MAX)).map(|t| (p, t))
-                }
+        let row = self.usage.get(&row_key).map(|&(period_start, used)| Counter { period_start, used });
+        let (applied, used) = match usage::apply_report(row, mode, r.value, period_start, limit) {
+            CounterUpdate::Applied(next) => {
+                self.usage.insert(row_key, (next.period_start, next.used));
+                (true, next.used)
             }
-        };
-        let (applied, used) = match next {
-            Some((p, u)) => {
-                self.usage.insert(row_key, (p, u));
-                (true, u)
-            }
-            None => {
-                if !over_limit && current.checked_add(r.value).is_none() {
-                    return Err(invalid("value: would overflow the usage counter"));
-                }
-                (false, current)
-            }
+            CounterUpdate::Refused { used } => (false, used),
+            CounterUpdate::Overflow => return Err(invalid("value: would overflow the usage counter")),
         };
         if !key.is_empty() {
             self.reports.insert(report_key, (applied, used));

@@ -17,16 +17,23 @@
 
 use std::collections::BTreeSet;
 
+use entitlements::billing::{Fact, SubscriptionFacts, Translation};
 use entitlements::catalog::{Interval, Value};
+use entitlements::command::{Actor, Command};
 use entitlements::store::sql::SqlStore;
 use entitlements::store::{
-    Actor, AuditRecord, Mutation, Replay, Store, StoreError, StripeStatus, TrialExtension, UsageMode, UsageReport,
+    AuditLog, AuditRecord, Replay, StoreError, StripeLog, StripeStatus, TenantStore, TrialExtension, UsageMode,
+    UsageReport, UsageStore,
 };
-use entitlements::stripe::{Change, Envelope, SubscriptionFacts, Translation};
+use entitlements::stripe::Envelope;
 use entitlements::tenant::{
     AddOnGrant, DAY, GrantOrigin, Subscription, SubscriptionStatus, TenantState, Trial, UnixTime,
 };
 use serde_json::json;
+
+/// Everything a database store implements: the four store concerns.
+pub trait Store: TenantStore + UsageStore + AuditLog + StripeLog {}
+impl<T: TenantStore + UsageStore + AuditLog + StripeLog> Store for T {}
 
 /// Instantiates every case once per backend: `sqlite::<case>` and `postgres::<case>`.
 macro_rules! conformance {
@@ -96,9 +103,8 @@ mod harness {
     use std::hash::BuildHasher;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
-    use std::time::{SystemTime, UNIX_EPOCH};
 
-    use entitlements::store::Store;
+    use crate::Store;
     use entitlements::store::sql::SqlStore;
     use sqlx::postgres::PgConnection;
     use sqlx::{AssertSqlSafe, Connection, Executor};
@@ -177,7 +183,7 @@ mod harness {
     /// A name that no concurrently running test (in this or another process) will pick.
     fn random_hex() -> String {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let nanos = entitlements::clock::unix_nanos();
         let seed = (std::process::id(), nanos, COUNTER.fetch_add(1, Ordering::Relaxed));
         format!("{:016x}", std::hash::RandomState::new().hash_one(seed))
     }
@@ -246,7 +252,7 @@ fn by(actor: &str, rationale: &str, at: UnixTime) -> Actor {
     Actor { actor: actor.into(), rationale: rationale.into(), origin: "admin".into(), at }
 }
 
-async fn mutate(s: &dyn Store, tenant: &str, m: Mutation, at: UnixTime) -> u64 {
+async fn mutate(s: &dyn Store, tenant: &str, m: Command, at: UnixTime) -> u64 {
     s.mutate(tenant, &m, &by("alice", &format!("{} at {at}", m.action()), at))
         .await
         .unwrap_or_else(|e| panic!("mutate {tenant} {m:?}: {e}"))
@@ -261,8 +267,8 @@ async fn audit_all(s: &dyn Store, tenant: &str) -> Vec<AuditRecord> {
     s.audit(tenant, 1000, None).await.expect("audit")
 }
 
-fn put_tenant(customer: Option<&str>, trial: Option<Trial>, archived: Option<bool>) -> Mutation {
-    Mutation::PutTenant { stripe_customer_id: customer.map(str::to_string), trial, archived }
+fn put_tenant(customer: Option<&str>, trial: Option<Trial>, archived: Option<bool>) -> Command {
+    Command::PutTenant { stripe_customer_id: customer.map(str::to_string), trial, archived }
 }
 
 fn json_of(s: &str) -> serde_json::Value {
@@ -367,7 +373,7 @@ impl SubEvent {
     }
 
     fn translation(&self) -> Result<Translation, String> {
-        Ok(Translation { change: Change::Subscription(self.facts.clone()), errors: self.errors.clone() })
+        Ok(Translation { fact: Fact::Subscription(self.facts.clone()), errors: self.errors.clone() })
     }
 }
 
@@ -496,7 +502,7 @@ mod cases {
     pub async fn mutation_on_unknown_tenant_creates_it(db: Db) {
         let s = &*db.store;
         let rev =
-            mutate(s, "fresh", Mutation::GrantAddOn { addon: "sso".into(), quantity: 1, expires_at: None }, T0).await;
+            mutate(s, "fresh", Command::GrantAddOn { addon: "sso".into(), quantity: 1, expires_at: None }, T0).await;
         assert_eq!(rev, 1);
         let t = load(s, "fresh").await;
         assert!(t.known);
@@ -509,12 +515,12 @@ mod cases {
 
         // Every other kind of mutation creates its tenant as well.
         let firsts = [
-            Mutation::AssignPlan { plan: "pro".into(), expires_at: None },
-            Mutation::UnassignPlan { plan: None },
-            Mutation::ExtendTrial { extension: TrialExtension::Days(7) },
-            Mutation::RevokeAddOn { addon: "sso".into() },
-            Mutation::SetOverride { feature: "api_calls".into(), value: Value::Number(5), expires_at: None },
-            Mutation::ClearOverride { feature: "api_calls".into() },
+            Command::AssignPlan { plan: "pro".into(), expires_at: None },
+            Command::UnassignPlan { plan: None },
+            Command::ExtendTrial { extension: TrialExtension::Days(7) },
+            Command::RevokeAddOn { addon: "sso".into() },
+            Command::SetOverride { feature: "api_calls".into(), value: Value::Number(5), expires_at: None },
+            Command::ClearOverride { feature: "api_calls".into() },
             put_tenant(None, None, None),
         ];
         for (i, m) in firsts.into_iter().enumerate() {
@@ -531,12 +537,12 @@ mod cases {
         let at = T0 + 50;
         s.mutate(
             "t",
-            &Mutation::AssignPlan { plan: "pro".into(), expires_at: Some(T0 + 90 * DAY) },
+            &Command::AssignPlan { plan: "pro".into(), expires_at: Some(T0 + 90 * DAY) },
             &by("sales", "contract #42", at),
         )
         .await
         .expect("assign pro");
-        mutate(s, "t", Mutation::AssignPlan { plan: "enterprise".into(), expires_at: None }, at + 1).await;
+        mutate(s, "t", Command::AssignPlan { plan: "enterprise".into(), expires_at: None }, at + 1).await;
         let t = load(s, "t").await;
         let plans: Vec<_> = t.plan_assignments.iter().map(|a| a.plan.as_str()).collect();
         assert_eq!(plans, ["enterprise", "pro"]);
@@ -548,7 +554,7 @@ mod cases {
         assert_eq!(t.plan_assignments[0].expires_at, None);
 
         // Re-assigning replaces the assignment (no duplicate row).
-        mutate(s, "t", Mutation::AssignPlan { plan: "pro".into(), expires_at: None }, at + 2).await;
+        mutate(s, "t", Command::AssignPlan { plan: "pro".into(), expires_at: None }, at + 2).await;
         let t = load(s, "t").await;
         assert_eq!(t.plan_assignments.len(), 2);
         let pro = t.plan_assignments.iter().find(|a| a.plan == "pro").expect("pro");
@@ -557,23 +563,23 @@ mod cases {
         assert_eq!(pro.actor, "alice");
 
         // Unassigning one plan keeps the others.
-        mutate(s, "t", Mutation::UnassignPlan { plan: Some("pro".into()) }, at + 3).await;
+        mutate(s, "t", Command::UnassignPlan { plan: Some("pro".into()) }, at + 3).await;
         let plans: Vec<_> = load(s, "t").await.plan_assignments.into_iter().map(|a| a.plan).collect();
         assert_eq!(plans, ["enterprise"]);
 
         // Unassigning a plan that is not assigned changes nothing but is still a revision.
-        let rev = mutate(s, "t", Mutation::UnassignPlan { plan: Some("team".into()) }, at + 4).await;
+        let rev = mutate(s, "t", Command::UnassignPlan { plan: Some("team".into()) }, at + 4).await;
         assert_eq!(rev, 5);
         assert_eq!(load(s, "t").await.plan_assignments.len(), 1);
 
         // No plan: every manual assignment goes.
         for plan in ["pro", "team"] {
-            mutate(s, "t", Mutation::AssignPlan { plan: plan.into(), expires_at: None }, at + 5).await;
+            mutate(s, "t", Command::AssignPlan { plan: plan.into(), expires_at: None }, at + 5).await;
         }
         // Another tenant's assignment must survive.
-        mutate(s, "u", Mutation::AssignPlan { plan: "pro".into(), expires_at: None }, at + 5).await;
+        mutate(s, "u", Command::AssignPlan { plan: "pro".into(), expires_at: None }, at + 5).await;
         assert_eq!(load(s, "t").await.plan_assignments.len(), 3);
-        mutate(s, "t", Mutation::UnassignPlan { plan: None }, at + 6).await;
+        mutate(s, "t", Command::UnassignPlan { plan: None }, at + 6).await;
         assert!(load(s, "t").await.plan_assignments.is_empty());
         assert_eq!(load(s, "u").await.plan_assignments.len(), 1);
 
@@ -589,7 +595,7 @@ mod cases {
         // No trial yet: Days starts one now.
         let now = T0 + 1000;
         let c = s
-            .mutate("t", &Mutation::ExtendTrial { extension: TrialExtension::Days(3) }, &by("alice", "pilot", now))
+            .mutate("t", &Command::ExtendTrial { extension: TrialExtension::Days(3) }, &by("alice", "pilot", now))
             .await
             .expect("extend");
         let started = Trial { start: now, end: now + 3 * DAY };
@@ -601,7 +607,7 @@ mod cases {
         let c = s
             .mutate(
                 "t",
-                &Mutation::ExtendTrial { extension: TrialExtension::Days(7) },
+                &Command::ExtendTrial { extension: TrialExtension::Days(7) },
                 &by("alice", "more time", now + 50),
             )
             .await
@@ -616,7 +622,7 @@ mod cases {
         let c = s
             .mutate(
                 "t",
-                &Mutation::ExtendTrial { extension: TrialExtension::Until(until) },
+                &Command::ExtendTrial { extension: TrialExtension::Until(until) },
                 &by("alice", "quarter end", now + 60),
             )
             .await
@@ -637,7 +643,7 @@ mod cases {
         let c = s
             .mutate(
                 "c",
-                &Mutation::ExtendTrial { extension: TrialExtension::Until(T0 + 5 * DAY) },
+                &Command::ExtendTrial { extension: TrialExtension::Until(T0 + 5 * DAY) },
                 &by("alice", "trial", T0 + 1),
             )
             .await
@@ -652,7 +658,7 @@ mod cases {
         let s = &*db.store;
         s.mutate(
             "t",
-            &Mutation::GrantAddOn { addon: "extra_seats".into(), quantity: 5, expires_at: Some(T0 + 30 * DAY) },
+            &Command::GrantAddOn { addon: "extra_seats".into(), quantity: 5, expires_at: Some(T0 + 30 * DAY) },
             &by("cs", "goodwill", T0),
         )
         .await
@@ -672,9 +678,9 @@ mod cases {
         );
 
         // Granting again replaces the manual grant.
-        mutate(s, "t", Mutation::GrantAddOn { addon: "extra_seats".into(), quantity: 7, expires_at: None }, T0 + 1)
+        mutate(s, "t", Command::GrantAddOn { addon: "extra_seats".into(), quantity: 7, expires_at: None }, T0 + 1)
             .await;
-        mutate(s, "t", Mutation::GrantAddOn { addon: "sso".into(), quantity: 1, expires_at: None }, T0 + 2).await;
+        mutate(s, "t", Command::GrantAddOn { addon: "sso".into(), quantity: 1, expires_at: None }, T0 + 2).await;
         let t = load(s, "t").await;
         assert_eq!(t.addon_grants.len(), 2);
         let seats = t.addon_grants.iter().find(|g| g.addon == "extra_seats").expect("seats");
@@ -687,7 +693,7 @@ mod cases {
         assert_eq!(t.addon_grants.iter().filter(|g| g.addon == "extra_seats").count(), 2);
 
         // Revoking removes only the manual grant of that add-on.
-        let rev = mutate(s, "t", Mutation::RevokeAddOn { addon: "extra_seats".into() }, T0 + 20).await;
+        let rev = mutate(s, "t", Command::RevokeAddOn { addon: "extra_seats".into() }, T0 + 20).await;
         let t = load(s, "t").await;
         assert_eq!(t.revision, rev);
         let left: Vec<_> = t.addon_grants.iter().map(|g| (g.addon.as_str(), &g.origin)).collect();
@@ -706,7 +712,7 @@ mod cases {
         assert_eq!(json_of(&a.after), serde_json::Value::Null);
 
         // Revoking something not granted is harmless.
-        mutate(s, "t", Mutation::RevokeAddOn { addon: "nothing".into() }, T0 + 21).await;
+        mutate(s, "t", Command::RevokeAddOn { addon: "nothing".into() }, T0 + 21).await;
         assert_eq!(load(s, "t").await.addon_grants.len(), 2);
     }
 
@@ -722,7 +728,7 @@ mod cases {
         for (i, (feature, value, expires_at)) in values.iter().enumerate() {
             s.mutate(
                 "t",
-                &Mutation::SetOverride { feature: (*feature).into(), value: *value, expires_at: *expires_at },
+                &Command::SetOverride { feature: (*feature).into(), value: *value, expires_at: *expires_at },
                 &by("support", &format!("ticket {i}"), T0 + i as i64),
             )
             .await
@@ -745,7 +751,7 @@ mod cases {
         for (feature, value) in
             [("projects", Value::Unlimited), ("api_calls", Value::Number(1_000_000)), ("beta_ui", Value::Bool(false))]
         {
-            mutate(s, "t", Mutation::SetOverride { feature: feature.into(), value, expires_at: None }, T0 + 100).await;
+            mutate(s, "t", Command::SetOverride { feature: feature.into(), value, expires_at: None }, T0 + 100).await;
         }
         let t = load(s, "t").await;
         assert_eq!(t.overrides.len(), values.len());
@@ -760,7 +766,7 @@ mod cases {
         assert_eq!(json_of(&a.after)["value"], json!({ "bool": false }));
 
         // Clearing removes exactly that override.
-        mutate(s, "t", Mutation::ClearOverride { feature: "projects".into() }, T0 + 200).await;
+        mutate(s, "t", Command::ClearOverride { feature: "projects".into() }, T0 + 200).await;
         let t = load(s, "t").await;
         assert_eq!(t.overrides.len(), values.len() - 1);
         assert!(t.overrides.iter().all(|o| o.feature != "projects"));
@@ -770,7 +776,7 @@ mod cases {
         assert_eq!(json_of(&a.after), serde_json::Value::Null);
 
         // Clearing an absent override is harmless.
-        mutate(s, "t", Mutation::ClearOverride { feature: "projects".into() }, T0 + 201).await;
+        mutate(s, "t", Command::ClearOverride { feature: "projects".into() }, T0 + 201).await;
         assert_eq!(load(s, "t").await.overrides.len(), values.len() - 1);
     }
 
@@ -778,15 +784,15 @@ mod cases {
         let s = &*db.store;
         let all = [
             put_tenant(Some("cus_r"), None, None),
-            Mutation::AssignPlan { plan: "pro".into(), expires_at: None },
-            Mutation::ExtendTrial { extension: TrialExtension::Days(1) },
-            Mutation::ExtendTrial { extension: TrialExtension::Until(T0 + 9 * DAY) },
-            Mutation::GrantAddOn { addon: "sso".into(), quantity: 1, expires_at: None },
-            Mutation::SetOverride { feature: "projects".into(), value: Value::Number(3), expires_at: None },
-            Mutation::ClearOverride { feature: "projects".into() },
-            Mutation::RevokeAddOn { addon: "sso".into() },
-            Mutation::UnassignPlan { plan: Some("pro".into()) },
-            Mutation::UnassignPlan { plan: None },
+            Command::AssignPlan { plan: "pro".into(), expires_at: None },
+            Command::ExtendTrial { extension: TrialExtension::Days(1) },
+            Command::ExtendTrial { extension: TrialExtension::Until(T0 + 9 * DAY) },
+            Command::GrantAddOn { addon: "sso".into(), quantity: 1, expires_at: None },
+            Command::SetOverride { feature: "projects".into(), value: Value::Number(3), expires_at: None },
+            Command::ClearOverride { feature: "projects".into() },
+            Command::RevokeAddOn { addon: "sso".into() },
+            Command::UnassignPlan { plan: Some("pro".into()) },
+            Command::UnassignPlan { plan: None },
             put_tenant(None, None, Some(true)),
         ];
         for (i, m) in all.iter().enumerate() {
@@ -807,18 +813,18 @@ mod cases {
     pub async fn audit_records_every_mutation(db: Db) {
         let s = &*db.store;
         let trial = Trial { start: T0, end: T0 + DAY };
-        let steps: Vec<(Mutation, Actor)> = vec![
+        let steps: Vec<(Command, Actor)> = vec![
             (put_tenant(Some("cus_a"), Some(trial), None), by("alice", "signup", T0)),
             (
-                Mutation::AssignPlan { plan: "enterprise".into(), expires_at: Some(T0 + 365 * DAY) },
+                Command::AssignPlan { plan: "enterprise".into(), expires_at: Some(T0 + 365 * DAY) },
                 by("bob", "contract", T0 + 1),
             ),
             (
-                Mutation::GrantAddOn { addon: "sso".into(), quantity: 2, expires_at: None },
+                Command::GrantAddOn { addon: "sso".into(), quantity: 2, expires_at: None },
                 Actor { actor: "carol".into(), rationale: "promo".into(), origin: "evt_123".into(), at: T0 + 2 },
             ),
             (
-                Mutation::SetOverride { feature: "projects".into(), value: Value::Number(42), expires_at: None },
+                Command::SetOverride { feature: "projects".into(), value: Value::Number(42), expires_at: None },
                 by("dave", "big customer", T0 + 3),
             ),
         ];
@@ -884,7 +890,7 @@ mod cases {
             mutate(
                 s,
                 "p",
-                Mutation::SetOverride { feature: format!("f{i}"), value: Value::Number(i), expires_at: None },
+                Command::SetOverride { feature: format!("f{i}"), value: Value::Number(i), expires_at: None },
                 T0 + i,
             )
             .await;
@@ -1183,9 +1189,9 @@ mod cases {
             let s = stores[(i % 2) as usize].clone();
             tasks.push(tokio::spawn(async move {
                 let m = match i % 4 {
-                    0 => Mutation::SetOverride { feature: format!("f{i}"), value: Value::Number(i), expires_at: None },
-                    1 => Mutation::GrantAddOn { addon: format!("a{i}"), quantity: i, expires_at: None },
-                    2 => Mutation::AssignPlan { plan: format!("p{i}"), expires_at: None },
+                    0 => Command::SetOverride { feature: format!("f{i}"), value: Value::Number(i), expires_at: None },
+                    1 => Command::GrantAddOn { addon: format!("a{i}"), quantity: i, expires_at: None },
+                    2 => Command::AssignPlan { plan: format!("p{i}"), expires_at: None },
                     _ => put_tenant(None, None, None),
                 };
                 s.mutate("busy", &m, &by(&format!("actor-{i}"), "race", T0 + i)).await.map(|c| c.revision)
@@ -1436,7 +1442,7 @@ mod cases {
         // An ignored event type is recorded as ignored.
         let env = envelope("evt_other", "customer.created", T0);
         let o = s
-            .apply_stripe_event(&env, &Ok(Translation { change: Change::Ignored, errors: vec![] }), None, T0 + 2)
+            .apply_stripe_event(&env, &Ok(Translation { fact: Fact::Ignored, errors: vec![] }), None, T0 + 2)
             .await
             .expect("apply");
         assert_eq!((o.status, o.duplicate), (StripeStatus::Ignored, false));
@@ -1515,16 +1521,16 @@ mod cases {
     async fn apply_change(
         s: &dyn Store,
         env: &Envelope,
-        change: Change,
+        change: Fact,
         at: UnixTime,
     ) -> entitlements::store::StripeOutcome {
-        let tr = Ok(Translation { change, errors: vec![] });
+        let tr = Ok(Translation { fact: change, errors: vec![] });
         s.apply_stripe_event(env, &tr, None, at).await.unwrap_or_else(|e| panic!("apply_stripe_event {}: {e}", env.id))
     }
 
     pub async fn stripe_checkout_records_a_provisional_subscription(db: Db) {
         let s = &*db.store;
-        let checkout = |tenant: Option<&str>, customer: &str, sub: &str, addon: Option<&str>| Change::Checkout {
+        let checkout = |tenant: Option<&str>, customer: &str, sub: &str, addon: Option<&str>| Fact::Checkout {
             session_id: format!("cs_{sub}"),
             tenant_hint: tenant.map(str::to_string),
             customer_id: Some(customer.into()),
@@ -1572,7 +1578,7 @@ mod cases {
         mutate(s, "acme", put_tenant(Some("cus_1"), None, None), T0).await;
         let e = SubEvent::new("evt_sub", "sub_1", "cus_1", T0 + 100).hint("acme");
         assert_eq!(apply(s, &e, T0 + 100).await.status, StripeStatus::Applied);
-        let invoice = |paid: bool, sub: &str| Change::Invoice {
+        let invoice = |paid: bool, sub: &str| Fact::Invoice {
             customer_id: Some("cus_1".into()),
             subscription_id: Some(sub.into()),
             paid,
@@ -1608,8 +1614,8 @@ mod cases {
     pub async fn stripe_entitlement_summary_replaces_its_grants(db: Db) {
         let s = &*db.store;
         mutate(s, "acme", put_tenant(Some("cus_s"), None, None), T0).await;
-        mutate(s, "acme", Mutation::GrantAddOn { addon: "sso".into(), quantity: 1, expires_at: None }, T0).await;
-        let summary = |keys: &[&str]| Change::EntitlementSummary {
+        mutate(s, "acme", Command::GrantAddOn { addon: "sso".into(), quantity: 1, expires_at: None }, T0).await;
+        let summary = |keys: &[&str]| Fact::EntitlementSummary {
             customer_id: "cus_s".into(),
             lookup_keys: keys.iter().map(|k| (*k).to_string()).collect(),
         };
@@ -1658,7 +1664,7 @@ mod cases {
         let o = apply_change(
             s,
             &env,
-            Change::EntitlementSummary { customer_id: "cus_nobody".into(), lookup_keys: vec!["sso".into()] },
+            Fact::EntitlementSummary { customer_id: "cus_nobody".into(), lookup_keys: vec!["sso".into()] },
             T0 + 400,
         )
         .await;
@@ -1748,11 +1754,11 @@ mod cases {
                         "entitlements.active_entitlement_summary.updated",
                         created,
                     );
-                    let change = Change::EntitlementSummary {
+                    let change = Fact::EntitlementSummary {
                         customer_id: "cus_s".into(),
                         lookup_keys: vec![format!("key_{round}_{i:02}")],
                     };
-                    s.apply_stripe_event(&env, &Ok(Translation { change, errors: vec![] }), None, created).await
+                    s.apply_stripe_event(&env, &Ok(Translation { fact: change, errors: vec![] }), None, created).await
                 }));
             }
             for t in tasks {
@@ -1770,12 +1776,12 @@ mod cases {
         let keys = ["b", "a_b", "aa", "B", "a-c", "a", "Ab", "a.b", "ab"];
         for (i, k) in keys.iter().enumerate() {
             let at = T0 + i as i64;
-            mutate(s, "t", Mutation::AssignPlan { plan: (*k).into(), expires_at: None }, at).await;
-            mutate(s, "t", Mutation::GrantAddOn { addon: (*k).into(), quantity: 1, expires_at: None }, at).await;
+            mutate(s, "t", Command::AssignPlan { plan: (*k).into(), expires_at: None }, at).await;
+            mutate(s, "t", Command::GrantAddOn { addon: (*k).into(), quantity: 1, expires_at: None }, at).await;
             mutate(
                 s,
                 "t",
-                Mutation::SetOverride { feature: (*k).into(), value: Value::Bool(true), expires_at: None },
+                Command::SetOverride { feature: (*k).into(), value: Value::Bool(true), expires_at: None },
                 at,
             )
             .await;

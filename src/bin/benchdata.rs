@@ -27,7 +27,6 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 use entitlements::catalog::Catalog;
@@ -330,7 +329,7 @@ impl Seed {
                 return Err(format!("--addons: `{a}` is not an add-on of {}", path.display()));
             }
         }
-        let started = Instant::now();
+        let started = entitlements::clock::monotonic();
         let store = SqlStore::connect(&self.url).await.map_err(|e| format!("connect: {e}"))?;
         store.migrate().await.map_err(|e| format!("migrate: {e}"))?;
         let backend = store.backend();
@@ -339,12 +338,10 @@ impl Seed {
             // A bigger page cache for this connection only: the indexes stay in memory.
             sqlx::query("PRAGMA cache_size = -262144").execute(&mut *conn).await.map_err(|e| e.to_string())?;
         }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let now = entitlements::clock::unix_now();
         let (mut tenants, mut plans, mut grants) = (0u64, 0u64, 0u64);
         let mut start = 0u64;
-        let mut last_note = Instant::now();
+        let mut last_note = entitlements::clock::monotonic();
         while start < self.tenants {
             let last = (start + self.chunk).min(self.tenants) - 1;
             let (a, b) = (i64::try_from(start).unwrap_or(i64::MAX), i64::try_from(last).unwrap_or(i64::MAX));
@@ -407,7 +404,7 @@ impl Seed {
             start = last + 1;
             if last_note.elapsed().as_secs() >= 5 && start < self.tenants {
                 eprintln!("benchdata: {start}/{} tenants, {:.1}s", self.tenants, started.elapsed().as_secs_f64());
-                last_note = Instant::now();
+                last_note = entitlements::clock::monotonic();
             }
         }
         if backend == Backend::Sqlite {

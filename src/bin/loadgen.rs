@@ -479,7 +479,7 @@ fn feature(args: &Args) -> &str {
 
 /// Unique per run (and process): the prefix of RecordUsage idempotency keys.
 fn run_id() -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let nanos = entitlements::clock::unix_nanos();
     format!("loadgen-{nanos:x}-{:x}", std::process::id())
 }
 

@@ -7,10 +7,10 @@ use tonic::{Request, Response, Status};
 
 use super::{from_ts, opt_ts, required, ts};
 use crate::catalog::Value;
+use crate::command::{self, Command};
 use crate::pb::{self, admin_service_server::AdminService};
-use crate::service::Service;
-use crate::store::{Mutation, TrialExtension};
-use crate::tenant::{DAY, Trial};
+use crate::service::{Service, ServiceError};
+use crate::store::{Committed, TrialExtension};
 
 #[derive(Clone)]
 pub struct AdminApi {
@@ -22,13 +22,7 @@ impl AdminApi {
         AdminApi { service }
     }
 
-    async fn mutate(
-        &self,
-        tenant: &str,
-        actor: &str,
-        rationale: &str,
-        m: Mutation,
-    ) -> Result<crate::store::Committed, Status> {
+    async fn mutate(&self, tenant: &str, actor: &str, rationale: &str, m: Command) -> Result<Committed, Status> {
         required("actor", actor)?;
         required("rationale", rationale)?;
         let c = self.service.mutate(tenant, m, actor, rationale).await?;
@@ -41,18 +35,10 @@ impl AdminApi {
 impl AdminService for AdminApi {
     async fn put_tenant(&self, req: Request<pb::PutTenantRequest>) -> Result<Response<pb::PutTenantResponse>, Status> {
         let r = req.into_inner();
-        let trial = match (r.trial_start.as_ref().map(from_ts), r.trial_end.as_ref().map(from_ts)) {
-            (Some(start), Some(end)) => Some(Trial { start, end }),
-            (Some(start), None) => {
-                Some(Trial { start, end: start + self.service.catalog().lifecycle.trial_days * DAY })
-            }
-            (None, Some(_)) => {
-                return Err(Status::invalid_argument("trial_start: is required when trial_end is set"));
-            }
-            (None, None) => None,
-        };
+        let (start, end) = (r.trial_start.as_ref().map(from_ts), r.trial_end.as_ref().map(from_ts));
+        let trial = command::trial(self.service.catalog(), start, end).map_err(ServiceError::from)?;
         let customer = (!r.stripe_customer_id.is_empty()).then(|| r.stripe_customer_id.clone());
-        let m = Mutation::PutTenant { stripe_customer_id: customer, trial, archived: r.archived };
+        let m = Command::PutTenant { stripe_customer_id: customer, trial, archived: r.archived };
         let c = self.mutate(&r.tenant_id, &r.actor, &r.rationale, m).await?;
         let state = self.service.tenant(&r.tenant_id).await?;
         Ok(Response::new(pb::PutTenantResponse { revision: c.revision, tenant: Some(super::state::tenant(&state)) }))
@@ -70,7 +56,7 @@ impl AdminService for AdminApi {
     ) -> Result<Response<pb::AssignPlanResponse>, Status> {
         let r = req.into_inner();
         required("plan", &r.plan)?;
-        let m = Mutation::AssignPlan { plan: r.plan.clone(), expires_at: r.expires_at.as_ref().map(from_ts) };
+        let m = Command::AssignPlan { plan: r.plan.clone(), expires_at: r.expires_at.as_ref().map(from_ts) };
         let c = self.mutate(&r.tenant_id, &r.actor, &r.rationale, m).await?;
         Ok(Response::new(pb::AssignPlanResponse { revision: c.revision }))
     }
@@ -80,7 +66,7 @@ impl AdminService for AdminApi {
         req: Request<pb::UnassignPlanRequest>,
     ) -> Result<Response<pb::UnassignPlanResponse>, Status> {
         let r = req.into_inner();
-        let m = Mutation::UnassignPlan { plan: (!r.plan.is_empty()).then(|| r.plan.clone()) };
+        let m = Command::UnassignPlan { plan: (!r.plan.is_empty()).then(|| r.plan.clone()) };
         let c = self.mutate(&r.tenant_id, &r.actor, &r.rationale, m).await?;
         Ok(Response::new(pb::UnassignPlanResponse { revision: c.revision }))
     }
@@ -95,7 +81,7 @@ impl AdminService for AdminApi {
             Some(pb::extend_trial_request::Until::TrialEnd(t)) => TrialExtension::Until(from_ts(&t)),
             None => return Err(Status::invalid_argument("until: set `days` or `trial_end`")),
         };
-        let c = self.mutate(&r.tenant_id, &r.actor, &r.rationale, Mutation::ExtendTrial { extension }).await?;
+        let c = self.mutate(&r.tenant_id, &r.actor, &r.rationale, Command::ExtendTrial { extension }).await?;
         Ok(Response::new(pb::ExtendTrialResponse { revision: c.revision, trial_end: c.trial.map(|t| ts(t.end)) }))
     }
 
@@ -105,9 +91,9 @@ impl AdminService for AdminApi {
     ) -> Result<Response<pb::GrantAddOnResponse>, Status> {
         let r = req.into_inner();
         required("addon", &r.addon)?;
-        let quantity = if r.quantity == 0 { 1 } else { r.quantity };
+        let quantity = command::addon_quantity(r.quantity);
         let m =
-            Mutation::GrantAddOn { addon: r.addon.clone(), quantity, expires_at: r.expires_at.as_ref().map(from_ts) };
+            Command::GrantAddOn { addon: r.addon.clone(), quantity, expires_at: r.expires_at.as_ref().map(from_ts) };
         let c = self.mutate(&r.tenant_id, &r.actor, &r.rationale, m).await?;
         Ok(Response::new(pb::GrantAddOnResponse { revision: c.revision }))
     }
@@ -119,7 +105,7 @@ impl AdminService for AdminApi {
         let r = req.into_inner();
         required("addon", &r.addon)?;
         let c =
-            self.mutate(&r.tenant_id, &r.actor, &r.rationale, Mutation::RevokeAddOn { addon: r.addon.clone() }).await?;
+            self.mutate(&r.tenant_id, &r.actor, &r.rationale, Command::RevokeAddOn { addon: r.addon.clone() }).await?;
         Ok(Response::new(pb::RevokeAddOnResponse { revision: c.revision }))
     }
 
@@ -138,7 +124,7 @@ impl AdminService for AdminApi {
             }
         };
         let m =
-            Mutation::SetOverride { feature: r.feature.clone(), value, expires_at: r.expires_at.as_ref().map(from_ts) };
+            Command::SetOverride { feature: r.feature.clone(), value, expires_at: r.expires_at.as_ref().map(from_ts) };
         let c = self.mutate(&r.tenant_id, &r.actor, &r.rationale, m).await?;
         Ok(Response::new(pb::SetOverrideResponse { revision: c.revision }))
     }
@@ -150,7 +136,7 @@ impl AdminService for AdminApi {
         let r = req.into_inner();
         required("feature", &r.feature)?;
         let c = self
-            .mutate(&r.tenant_id, &r.actor, &r.rationale, Mutation::ClearOverride { feature: r.feature.clone() })
+            .mutate(&r.tenant_id, &r.actor, &r.rationale, Command::ClearOverride { feature: r.feature.clone() })
             .await?;
         Ok(Response::new(pb::ClearOverrideResponse { revision: c.revision }))
     }

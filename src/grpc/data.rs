@@ -1,7 +1,7 @@
 //! `EntitlementService`: the data plane.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -137,7 +137,7 @@ impl EntitlementService for DataApi {
     }
 
     async fn check(&self, req: Request<pb::CheckRequest>) -> Result<Response<pb::CheckResponse>, Status> {
-        let started = Instant::now();
+        let started = crate::clock::monotonic();
         let req = req.into_inner();
         let intent = intent(req.intent)?;
         let (c, d) = self.service.check(&req.tenant_id, &req.feature, req.quantity, intent, req.min_revision).await?;
@@ -156,7 +156,7 @@ impl EntitlementService for DataApi {
             .into_iter()
             .map(|i| Ok(CheckItem { feature: i.feature, quantity: i.quantity, intent: intent(i.intent)? }))
             .collect::<Result<Vec<_>, Status>>()?;
-        let started = Instant::now();
+        let started = crate::clock::monotonic();
         let (c, ds) = self.service.check_batch(&tenant_id, &items, min_revision).await?;
         let decisions = ds.iter().zip(&items).map(|(d, i)| decision_for(&c.tenant, d, &i.feature)).collect();
         self.service.stats.observe(&ds, started.elapsed());

@@ -26,8 +26,9 @@ use crate::tenant::UnixTime;
 impl From<ServiceError> for Status {
     fn from(e: ServiceError) -> Status {
         match e {
-            ServiceError::InvalidArgument { .. } => Status::invalid_argument(e.to_string()),
+            ServiceError::InvalidArgument(_) => Status::invalid_argument(e.to_string()),
             ServiceError::Unavailable(_) => Status::unavailable(e.to_string()),
+            ServiceError::Refused { code, message } => Status::new(code, message),
             ServiceError::Internal(m) => {
                 tracing::error!(error = %m, "internal error");
                 Status::internal("internal error")

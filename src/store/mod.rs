@@ -1,17 +1,32 @@
-//! The store (SPEC §6): tenant state, usage and audit, behind one trait so that backends plug
-//! in without touching the core or the gRPC layer. [`sql::SqlStore`] implements it for SQLite
-//! (the embedded default) and PostgreSQL with one body of portable SQL.
+//! The store (SPEC §6) stores; the core decides. One trait per concern — tenant state
+//! ([`TenantStore`]), usage ([`UsageStore`]), the audit log ([`AuditLog`]) and the Stripe event
+//! log ([`StripeLog`]) — so that backends plug in without touching the core or the gRPC layer,
+//! and a relay implements exactly what it serves. [`sql::SqlStore`] implements all four for
+//! SQLite (the embedded default) and PostgreSQL with one body of portable SQL:
+//!
+//! - `sql` — connecting, migrating, the pool;
+//! - `tenants` — loading a tenant's rows into a [`TenantState`], saving a changed state back,
+//!   the revision bump (+ NOTIFY) and audit rows; [`TenantStore`];
+//! - `usage` — the atomic counter statement and idempotency records; [`UsageStore`];
+//! - `audit` — [`AuditLog`];
+//! - `stripe` — the event log and the transaction that applies a [`crate::billing`] fact; [`StripeLog`].
 
+mod audit;
 pub mod sql;
 mod stripe;
+mod tenants;
+mod usage;
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use serde::Serialize;
 
-use crate::catalog::Value;
+use crate::billing::Translation;
+pub use crate::command::{Actor, Command};
 pub use crate::lifecycle::TrialExtension;
-use crate::stripe::{Envelope, Translation};
+use crate::stripe::Envelope;
 use crate::tenant::{TenantState, Trial, UnixTime};
+pub use crate::usage::UsageMode;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -29,8 +44,6 @@ pub enum StoreError {
     /// The upstream service (relay mode) answered with an error.
     #[error("upstream: {code:?}: {message}")]
     Upstream { code: tonic::Code, message: String },
-    #[error("not supported here: {0}")]
-    Unsupported(&'static str),
     #[error("unsupported database url `{0}` (use sqlite://PATH, a file path, or postgres://…)")]
     UnsupportedUrl(String),
 }
@@ -38,72 +51,6 @@ pub enum StoreError {
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         StoreError::Unavailable(e)
-    }
-}
-
-/// Who makes a change and why; every mutation is audited with it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Actor {
-    pub actor: String,
-    pub rationale: String,
-    /// `admin`, or the Stripe event id for webhook-applied changes.
-    pub origin: String,
-    pub at: UnixTime,
-}
-
-/// A change to one tenant. Inputs are validated against the catalog before they get here.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "action")]
-pub enum Mutation {
-    /// Create or update the tenant record; `None` fields are left as they are.
-    PutTenant {
-        stripe_customer_id: Option<String>,
-        trial: Option<Trial>,
-        archived: Option<bool>,
-    },
-    AssignPlan {
-        plan: String,
-        expires_at: Option<UnixTime>,
-    },
-    /// `None` removes every manual assignment.
-    UnassignPlan {
-        plan: Option<String>,
-    },
-    ExtendTrial {
-        #[serde(skip)]
-        extension: TrialExtension,
-    },
-    GrantAddOn {
-        addon: String,
-        quantity: i64,
-        expires_at: Option<UnixTime>,
-    },
-    /// Revokes the manual grants of the add-on; Stripe grants follow their subscription.
-    RevokeAddOn {
-        addon: String,
-    },
-    SetOverride {
-        feature: String,
-        value: Value,
-        expires_at: Option<UnixTime>,
-    },
-    ClearOverride {
-        feature: String,
-    },
-}
-
-impl Mutation {
-    pub fn action(&self) -> &'static str {
-        match self {
-            Mutation::PutTenant { .. } => "put_tenant",
-            Mutation::AssignPlan { .. } => "assign_plan",
-            Mutation::UnassignPlan { .. } => "unassign_plan",
-            Mutation::ExtendTrial { .. } => "extend_trial",
-            Mutation::GrantAddOn { .. } => "grant_addon",
-            Mutation::RevokeAddOn { .. } => "revoke_addon",
-            Mutation::SetOverride { .. } => "set_override",
-            Mutation::ClearOverride { .. } => "clear_override",
-        }
     }
 }
 
@@ -126,12 +73,6 @@ pub struct AuditRecord {
     pub before: String,
     pub after: String,
     pub revision: u64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UsageMode {
-    Delta,
-    Set,
 }
 
 /// A usage report, already validated; `limit` is `None` when unlimited or not enforced.
@@ -224,18 +165,38 @@ pub struct StoredEvent {
     pub payload: String,
 }
 
+/// Tenant state: load it, and commit an admin command to it in one transaction.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait TenantStore: Send + Sync + 'static {
     /// The tenant's state; an unknown tenant comes back with `known == false`.
     async fn load(&self, tenant_id: &str) -> Result<TenantState, StoreError>;
-    /// Apply one audited mutation in one transaction; bumps and returns the revision.
-    async fn mutate(&self, tenant_id: &str, m: &Mutation, by: &Actor) -> Result<Committed, StoreError>;
-    /// Newest first; `before_id` continues a listing.
-    async fn audit(&self, tenant_id: &str, limit: u32, before_id: Option<i64>) -> Result<Vec<AuditRecord>, StoreError>;
-    /// Record usage atomically (conditional update when `limit` is set), idempotent on the key.
+    /// Apply one validated command ([`Command::apply`]) to the stored state and save the result
+    /// with its audit record, in one transaction; bumps and returns the revision.
+    async fn mutate(&self, tenant_id: &str, command: &Command, by: &Actor) -> Result<Committed, StoreError>;
+    /// Cheap liveness probe (readiness follows it).
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Usage counters and the idempotency records of usage reports.
+#[async_trait]
+pub trait UsageStore: Send + Sync + 'static {
+    /// Record usage atomically ([`usage::apply_report`] as one conditional statement),
+    /// idempotent on the key.
     async fn record_usage(&self, r: &UsageReport) -> Result<UsageOutcome, StoreError>;
     /// Current usage of a feature in the period starting at `period_start` (0 if none).
     async fn usage(&self, tenant_id: &str, feature: &str, period_start: UnixTime) -> Result<i64, StoreError>;
+}
+
+/// The audit log of every change.
+#[async_trait]
+pub trait AuditLog: Send + Sync + 'static {
+    /// Newest first; `before_id` continues a listing.
+    async fn audit(&self, tenant_id: &str, limit: u32, before_id: Option<i64>) -> Result<Vec<AuditRecord>, StoreError>;
+}
+
+/// The log of verified Stripe events, and their application to tenants.
+#[async_trait]
+pub trait StripeLog: Send + Sync + 'static {
     /// Record a verified Stripe event and apply it, in one transaction. Duplicates (same event
     /// id) change nothing unless it is a `replay` of a stored event.
     async fn apply_stripe_event(
@@ -255,6 +216,22 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<StoredEvent>, StoreError>;
     /// Events waiting for a tenant with this customer id, oldest first.
     async fn pending_stripe_events(&self, customer_id: &str) -> Result<Vec<StoredEvent>, StoreError>;
-    /// Cheap liveness probe.
-    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// The stores a service runs on. A database backs all four; a relay serves tenant state, usage
+/// and audit from its upstream and has no Stripe log (the central service applies webhooks).
+#[derive(Clone)]
+pub struct Stores {
+    pub tenants: Arc<dyn TenantStore>,
+    pub usage: Arc<dyn UsageStore>,
+    pub audit: Arc<dyn AuditLog>,
+    pub stripe: Option<Arc<dyn StripeLog>>,
+}
+
+impl Stores {
+    /// Every concern from one database.
+    pub fn sql(store: sql::SqlStore) -> Stores {
+        let store = Arc::new(store);
+        Stores { tenants: store.clone(), usage: store.clone(), audit: store.clone(), stripe: Some(store) }
+    }
 }

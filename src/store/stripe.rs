@@ -1,13 +1,25 @@
-//! Applying Stripe events in the store: one transaction per event — the event record, the
-//! subscription row, its add-on grants, the audit event and the revision bump commit together.
+//! The Stripe event log (SPEC §7) and the transaction that applies an event: the event record,
+//! the tenant's changed rows, the audit event and the revision bump commit together. What a
+//! fact does to a tenant is [`crate::billing`]'s; here we find the tenant, lock it, load it,
+//! call the core and save the result. [`StripeLog`] for [`SqlStore`].
 
-use serde_json::json;
+use async_trait::async_trait;
 use sqlx::{AnyConnection, Row};
 
-use super::sql::{bump_revision, load_tenant, upsert_grant, write_audit};
-use super::{Actor, Replay, StoreError, StoredEvent, StripeOutcome, StripeStatus};
-use crate::stripe::{Change, Envelope, SubscriptionFacts, Translation};
-use crate::tenant::{AddOnGrant, GrantOrigin, Subscription, SubscriptionStatus, UnixTime, supersedes};
+use super::sql::SqlStore;
+use super::tenants::{bump_revision, load_tenant, save, write_audit};
+use super::{Replay, StoreError, StoredEvent, StripeLog, StripeOutcome, StripeStatus};
+use crate::billing::{self, Effect, EventRef, Fact, SubscriptionFacts, Translation};
+use crate::command::Actor;
+use crate::stripe::Envelope;
+use crate::tenant::{Subscription, TenantState, UnixTime};
+
+/// Columns of `stripe_events`, in the order [`row_to_event`] reads them.
+macro_rules! event_columns {
+    () => {
+        "id, event_type, created, livemode, customer_id, tenant_id, status, error, received_at, applied_at, payload"
+    };
+}
 
 const SUMMARY_TYPE: &str = "entitlements.active_entitlement_summary.updated";
 
@@ -17,12 +29,7 @@ fn outcome(status: StripeStatus) -> StripeOutcome {
 
 /// Insert the event record, or report a duplicate. Always the transaction's first statement
 /// (a write: it takes SQLite's write lock up front).
-pub(super) async fn claim(
-    conn: &mut AnyConnection,
-    env: &Envelope,
-    replay: bool,
-    at: UnixTime,
-) -> Result<bool, StoreError> {
+async fn claim(conn: &mut AnyConnection, env: &Envelope, replay: bool, at: UnixTime) -> Result<bool, StoreError> {
     if replay {
         let n = sqlx::query("UPDATE stripe_events SET received_at = received_at WHERE id = $1")
             .bind(&env.id)
@@ -45,7 +52,7 @@ pub(super) async fn claim(
     Ok(n.rows_affected() == 1)
 }
 
-pub(super) async fn finish(
+async fn finish(
     conn: &mut AnyConnection,
     env: &Envelope,
     o: &StripeOutcome,
@@ -116,78 +123,51 @@ async fn find_tenant(
     }
 }
 
-/// Link a customer id to a tenant that has none yet. Returns the id when newly linked.
-async fn link_customer(
-    conn: &mut AnyConnection,
-    tenant: &str,
-    customer: Option<&str>,
-) -> Result<Option<String>, StoreError> {
-    let Some(c) = customer else { return Ok(None) };
-    let n =
-        sqlx::query("UPDATE tenants SET stripe_customer_id = $2 WHERE tenant_id = $1 AND stripe_customer_id IS NULL")
-            .bind(tenant)
-            .bind(c)
-            .execute(&mut *conn)
-            .await?;
-    Ok((n.rows_affected() == 1).then(|| c.to_string()))
-}
-
-async fn stored_subscription(
-    conn: &mut AnyConnection,
-    id: &str,
-) -> Result<Option<(SubscriptionStatus, UnixTime, Subscription)>, StoreError> {
+/// A subscription as stored, under whichever tenant holds it.
+async fn stored_subscription(conn: &mut AnyConnection, id: &str) -> Result<Option<Subscription>, StoreError> {
     let Some(tenant) = tenant_by_subscription(conn, id).await? else { return Ok(None) };
     let state = load_tenant(conn, &tenant).await?;
-    Ok(state.subscriptions.into_iter().find(|s| s.id == id).map(|s| (s.status, s.last_event_created, s)))
+    Ok(state.subscriptions.into_iter().find(|s| s.id == id))
 }
 
-async fn upsert_subscription(
+/// Save an applied effect: bump the revision, write the changed rows and the audit record.
+/// Returns the revision, or `None` when the fact changed nothing.
+async fn commit(
     conn: &mut AnyConnection,
-    tenant: &str,
+    before: &TenantState,
+    after: &TenantState,
+    effect: &Effect,
+    by: &Actor,
     customer: Option<&str>,
-    s: &Subscription,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO subscriptions (id, tenant_id, customer_id, status, plan, billing_interval, seats, trial_end, current_period_start, \
-         current_period_end, cancel_at_period_end, last_event_created, last_event_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
-         ON CONFLICT (id) DO UPDATE SET tenant_id = excluded.tenant_id, customer_id = COALESCE(excluded.customer_id, subscriptions.customer_id), \
-         status = excluded.status, plan = excluded.plan, billing_interval = excluded.billing_interval, seats = excluded.seats, \
-         trial_end = excluded.trial_end, current_period_start = excluded.current_period_start, current_period_end = excluded.current_period_end, \
-         cancel_at_period_end = excluded.cancel_at_period_end, last_event_created = excluded.last_event_created, last_event_id = excluded.last_event_id",
-    )
-    .bind(&s.id)
-    .bind(tenant)
-    .bind(customer.map(str::to_string))
-    .bind(s.status.as_str())
-    .bind(s.plan.clone())
-    .bind(s.interval.map(|i| i.as_str().to_string()))
-    .bind(s.seats)
-    .bind(s.trial_end)
-    .bind(s.current_period_start)
-    .bind(s.current_period_end)
-    .bind(i64::from(s.cancel_at_period_end))
-    .bind(s.last_event_created)
-    .bind(&s.last_event_id)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+) -> Result<Option<u64>, StoreError> {
+    let Effect::Applied(entry) = effect else { return Ok(None) };
+    let revision = bump_revision(conn, &after.tenant_id, by).await?;
+    save(conn, before, after, customer).await?;
+    write_audit(conn, &after.tenant_id, entry, by, revision).await?;
+    Ok(Some(revision))
 }
 
-async fn grants_of_subscription(
-    conn: &mut AnyConnection,
+/// The outcome of an effect on `tenant`. Stale facts name the tenant (when `stale_names_tenant`).
+fn outcome_of(
+    effect: &Effect,
     tenant: &str,
-    sub: &str,
-) -> Result<Vec<AddOnGrant>, StoreError> {
-    let state = load_tenant(conn, tenant).await?;
-    Ok(state
-        .addon_grants
-        .into_iter()
-        .filter(|g| matches!(&g.origin, GrantOrigin::Stripe { subscription_id, .. } if subscription_id == sub))
-        .collect())
+    revision: Option<u64>,
+    linked: Option<String>,
+    stale_names_tenant: bool,
+) -> StripeOutcome {
+    match (effect, revision) {
+        (Effect::Applied(_), Some(rev)) => applied(tenant, rev, linked),
+        (Effect::Stale, _) => {
+            let mut o = outcome(StripeStatus::Stale);
+            o.tenant_id = stale_names_tenant.then(|| tenant.to_string());
+            o
+        }
+        _ => outcome(StripeStatus::Ignored),
+    }
 }
 
 /// Apply a verified, translated event inside an open transaction.
-pub(super) async fn apply(
+async fn apply(
     conn: &mut AnyConnection,
     env: &Envelope,
     translation: &Result<Translation, String>,
@@ -203,16 +183,13 @@ pub(super) async fn apply(
         Ok(t) => t,
     };
     let errors = (!t.errors.is_empty()).then(|| t.errors.join("; "));
+    let customer = t.fact.customer().map(str::to_string);
     if !t.applicable() {
         let mut o = outcome(StripeStatus::Failed);
         o.error = errors;
         // Recorded against the tenant it names (if any), so operators find it by tenant.
-        o.tenant_id = match &t.change {
-            Change::Subscription(f) => f.tenant_hint.clone(),
-            Change::Checkout { tenant_hint, .. } => tenant_hint.clone(),
-            _ => None,
-        };
-        return Ok((o, customer_of(&t.change)));
+        o.tenant_id = t.fact.tenant_hint().map(str::to_string);
+        return Ok((o, customer));
     }
     let by = match replay {
         None => Actor { actor: "stripe".into(), rationale: env.event_type.clone(), origin: env.id.clone(), at },
@@ -223,40 +200,27 @@ pub(super) async fn apply(
             at,
         },
     };
-    let (mut o, customer) = match &t.change {
-        Change::Ignored => (outcome(StripeStatus::Ignored), None),
-        Change::Subscription(f) => subscription(conn, f, &by).await?,
-        Change::Checkout { session_id, tenant_hint, customer_id, subscription_id, addon } => {
-            checkout(
-                conn,
-                env,
-                session_id,
-                tenant_hint.as_deref(),
-                customer_id.as_deref(),
-                subscription_id,
-                addon.as_deref(),
-                &by,
-            )
-            .await?
+    let event = EventRef { id: env.id.clone(), event_type: env.event_type.clone(), created: env.created };
+    let mut o = match &t.fact {
+        Fact::Ignored => outcome(StripeStatus::Ignored),
+        Fact::Subscription(f) => subscription(conn, f, &by).await?,
+        Fact::Checkout { session_id, tenant_hint, customer_id, subscription_id, addon } => {
+            let hint = tenant_hint.as_deref();
+            let Some(tenant) = find_tenant(conn, hint, customer_id.as_deref(), Some(subscription_id)).await? else {
+                return Ok((pending(), customer));
+            };
+            let checkout = Checkout { session_id, subscription_id, addon: addon.as_deref() };
+            self::checkout(conn, &tenant, customer_id.as_deref(), &checkout, &event, &by).await?
         }
-        Change::Invoice { customer_id, subscription_id, paid } => {
-            invoice(conn, env, customer_id.as_deref(), subscription_id.as_deref(), *paid, &by).await?
+        Fact::Invoice { customer_id, subscription_id, paid } => {
+            invoice(conn, customer_id.as_deref(), subscription_id.as_deref(), *paid, &event, &by).await?
         }
-        Change::EntitlementSummary { customer_id, lookup_keys } => {
-            summary(conn, env, customer_id, lookup_keys, &by).await?
+        Fact::EntitlementSummary { customer_id, lookup_keys } => {
+            summary(conn, customer_id, lookup_keys, &event, &by).await?
         }
     };
     o.error = errors;
     Ok((o, customer))
-}
-
-fn customer_of(c: &Change) -> Option<String> {
-    match c {
-        Change::Subscription(f) => Some(f.customer_id.clone()),
-        Change::Checkout { customer_id, .. } | Change::Invoice { customer_id, .. } => customer_id.clone(),
-        Change::EntitlementSummary { customer_id, .. } => Some(customer_id.clone()),
-        Change::Ignored => None,
-    }
 }
 
 fn applied(tenant: &str, revision: u64, linked: Option<String>) -> StripeOutcome {
@@ -274,164 +238,91 @@ fn pending() -> StripeOutcome {
     outcome(StripeStatus::PendingTenant)
 }
 
+/// Link the event's customer to the tenant when it has none; the newly linked id.
+fn link(state: &mut TenantState, customer: Option<&str>) -> Option<String> {
+    billing::link_customer(state, customer).then(|| customer.map(str::to_string)).flatten()
+}
+
 async fn subscription(
     conn: &mut AnyConnection,
     f: &SubscriptionFacts,
     by: &Actor,
-) -> Result<(StripeOutcome, Option<String>), StoreError> {
-    let customer = Some(f.customer_id.clone());
+) -> Result<StripeOutcome, StoreError> {
     let sub = &f.subscription;
     let Some(tenant) = find_tenant(conn, f.tenant_hint.as_deref(), Some(&f.customer_id), Some(&sub.id)).await? else {
-        return Ok((pending(), customer));
+        return Ok(pending());
     };
     lock_tenant(conn, &tenant, by.at).await?;
-    let before = stored_subscription(conn, &sub.id).await?;
-    if let Some((status, created, _)) = &before
-        && !supersedes(*created, *status, sub.last_event_created, sub.status)
-    {
-        let mut o = outcome(StripeStatus::Stale);
-        o.tenant_id = Some(tenant);
-        return Ok((o, customer));
-    }
-    let revision = bump_revision(conn, &tenant, by).await?;
-    let linked = link_customer(conn, &tenant, Some(&f.customer_id)).await?;
-    let grants_before = grants_of_subscription(conn, &tenant, &sub.id).await?;
-    upsert_subscription(conn, &tenant, Some(&f.customer_id), sub).await?;
-    // The items decide the add-on grants of this subscription (this also replaces a grant a
-    // checkout session recorded before the subscription's own events arrived).
-    sqlx::query("DELETE FROM addon_grants WHERE tenant_id = $1 AND subscription_id = $2")
-        .bind(&tenant)
-        .bind(&sub.id)
-        .execute(&mut *conn)
-        .await?;
-    for g in &f.addons {
-        upsert_grant(conn, &tenant, g).await?;
-    }
-    let before_json = json!({ "subscription": before.map(|b| b.2), "addon_grants": grants_before });
-    let after_json = json!({ "subscription": sub, "addon_grants": f.addons });
-    write_audit(conn, &tenant, "stripe_subscription", by, &before_json, &after_json, revision).await?;
-    Ok((applied(&tenant, revision, linked), customer))
+    let stored = stored_subscription(conn, &sub.id).await?;
+    let mut state = load_tenant(conn, &tenant).await?;
+    let before = state.clone();
+    let effect = billing::apply_subscription(&mut state, stored.as_ref(), f, by);
+    let linked = matches!(effect, Effect::Applied(_)).then(|| link(&mut state, Some(&f.customer_id))).flatten();
+    let revision = commit(conn, &before, &state, &effect, by, Some(&f.customer_id)).await?;
+    Ok(outcome_of(&effect, &tenant, revision, linked, true))
 }
 
-#[allow(clippy::too_many_arguments)]
+/// A completed checkout session's ids.
+struct Checkout<'a> {
+    session_id: &'a str,
+    subscription_id: &'a str,
+    addon: Option<&'a str>,
+}
+
 async fn checkout(
     conn: &mut AnyConnection,
-    env: &Envelope,
-    session_id: &str,
-    hint: Option<&str>,
+    tenant: &str,
     customer: Option<&str>,
-    sub_id: &str,
-    addon: Option<&str>,
+    c: &Checkout<'_>,
+    event: &EventRef,
     by: &Actor,
-) -> Result<(StripeOutcome, Option<String>), StoreError> {
-    let Some(tenant) = find_tenant(conn, hint, customer, Some(sub_id)).await? else {
-        return Ok((pending(), customer.map(str::to_string)));
-    };
-    lock_tenant(conn, &tenant, by.at).await?;
-    let revision = bump_revision(conn, &tenant, by).await?;
-    let linked = link_customer(conn, &tenant, customer).await?;
-    // A completed session means a live subscription; its own events (which carry the items and
-    // status) replace this provisional row, since any real event is newer than `created = 0`.
-    if stored_subscription(conn, sub_id).await?.is_none() {
-        let provisional = Subscription {
-            id: sub_id.to_string(),
-            status: SubscriptionStatus::Active,
-            plan: None,
-            interval: None,
-            seats: None,
-            trial_end: None,
-            current_period_start: None,
-            current_period_end: None,
-            cancel_at_period_end: false,
-            last_event_created: 0,
-            last_event_id: env.id.clone(),
-        };
-        upsert_subscription(conn, &tenant, customer, &provisional).await?;
-    }
-    let mut granted = None;
-    if let Some(addon) = addon {
-        let existing = grants_of_subscription(conn, &tenant, sub_id).await?;
-        if !existing.iter().any(|g| g.addon == addon) {
-            let g = AddOnGrant {
-                addon: addon.to_string(),
-                quantity: 1,
-                origin: GrantOrigin::Stripe {
-                    subscription_id: sub_id.to_string(),
-                    item_id: format!("checkout:{session_id}"),
-                },
-                actor: "stripe".into(),
-                rationale: format!("{} {}", env.event_type, env.id),
-                granted_at: env.created,
-                expires_at: None,
-            };
-            upsert_grant(conn, &tenant, &g).await?;
-            granted = Some(g);
-        }
-    }
-    let after = json!({ "checkout_session": session_id, "subscription": sub_id, "addon_grant": granted });
-    write_audit(conn, &tenant, "stripe_checkout", by, &serde_json::Value::Null, &after, revision).await?;
-    Ok((applied(&tenant, revision, linked), customer.map(str::to_string)))
+) -> Result<StripeOutcome, StoreError> {
+    lock_tenant(conn, tenant, by.at).await?;
+    let known = stored_subscription(conn, c.subscription_id).await?.is_some();
+    let mut state = load_tenant(conn, tenant).await?;
+    let before = state.clone();
+    let linked = link(&mut state, customer);
+    let effect = billing::apply_checkout(&mut state, known, c.session_id, c.subscription_id, c.addon, event, by);
+    let revision = commit(conn, &before, &state, &effect, by, customer).await?;
+    Ok(outcome_of(&effect, tenant, revision, linked, true))
 }
 
 async fn invoice(
     conn: &mut AnyConnection,
-    env: &Envelope,
     customer: Option<&str>,
     sub_id: Option<&str>,
     paid: bool,
+    event: &EventRef,
     by: &Actor,
-) -> Result<(StripeOutcome, Option<String>), StoreError> {
-    let owned = customer.map(str::to_string);
-    let Some(sub_id) = sub_id else { return Ok((outcome(StripeStatus::Ignored), owned)) };
-    if let Some(tenant) = tenant_by_subscription(conn, sub_id).await? {
-        lock_tenant(conn, &tenant, by.at).await?;
-    }
-    let Some((status, created, sub)) = stored_subscription(conn, sub_id).await? else {
+) -> Result<StripeOutcome, StoreError> {
+    let Some(sub_id) = sub_id else { return Ok(outcome(StripeStatus::Ignored)) };
+    let Some(tenant) = tenant_by_subscription(conn, sub_id).await? else {
         // A customer nobody claims yet: keep the invoice until its tenant appears (its
         // subscription's events are waiting too, and apply first: they are older).
         if let Some(c) = customer
             && tenant_by_customer(conn, c).await?.is_none()
         {
-            return Ok((pending(), owned));
+            return Ok(pending());
         }
         // A known customer: the subscription's own events will carry its status.
-        return Ok((outcome(StripeStatus::Ignored), owned));
+        return Ok(outcome(StripeStatus::Ignored));
     };
-    let next = match (paid, status) {
-        (true, SubscriptionStatus::PastDue | SubscriptionStatus::Unpaid) => SubscriptionStatus::Active,
-        (false, SubscriptionStatus::Active | SubscriptionStatus::Trialing) => SubscriptionStatus::PastDue,
-        _ => return Ok((outcome(StripeStatus::Ignored), owned)),
-    };
-    if env.created < created {
-        return Ok((outcome(StripeStatus::Stale), owned));
-    }
-    let Some(tenant) = tenant_by_subscription(conn, sub_id).await? else { return Ok((pending(), owned)) };
-    let revision = bump_revision(conn, &tenant, by).await?;
-    let updated =
-        Subscription { status: next, last_event_created: env.created, last_event_id: env.id.clone(), ..sub.clone() };
-    upsert_subscription(conn, &tenant, customer, &updated).await?;
-    write_audit(
-        conn,
-        &tenant,
-        "stripe_invoice",
-        by,
-        &json!({ "subscription": sub }),
-        &json!({ "subscription": updated }),
-        revision,
-    )
-    .await?;
-    Ok((applied(&tenant, revision, None), owned))
+    lock_tenant(conn, &tenant, by.at).await?;
+    let mut state = load_tenant(conn, &tenant).await?;
+    let before = state.clone();
+    let effect = billing::apply_invoice(&mut state, sub_id, paid, event, by);
+    let revision = commit(conn, &before, &state, &effect, by, customer).await?;
+    Ok(outcome_of(&effect, &tenant, revision, None, false))
 }
 
 async fn summary(
     conn: &mut AnyConnection,
-    env: &Envelope,
     customer: &str,
     keys: &[String],
+    event: &EventRef,
     by: &Actor,
-) -> Result<(StripeOutcome, Option<String>), StoreError> {
-    let owned = Some(customer.to_string());
-    let Some(tenant) = tenant_by_customer(conn, customer).await? else { return Ok((pending(), owned)) };
+) -> Result<StripeOutcome, StoreError> {
+    let Some(tenant) = tenant_by_customer(conn, customer).await? else { return Ok(pending()) };
     lock_tenant(conn, &tenant, by.at).await?;
     let newest: Option<i64> = sqlx::query_scalar(
         "SELECT MAX(created) FROM stripe_events WHERE tenant_id = $1 AND event_type = $2 AND status = 'applied'",
@@ -440,42 +331,14 @@ async fn summary(
     .bind(SUMMARY_TYPE)
     .fetch_one(&mut *conn)
     .await?;
-    if newest.is_some_and(|n| n > env.created) {
-        let mut o = outcome(StripeStatus::Stale);
-        o.tenant_id = Some(tenant);
-        return Ok((o, owned));
-    }
-    let revision = bump_revision(conn, &tenant, by).await?;
-    let before: Vec<String> = load_tenant(conn, &tenant)
-        .await?
-        .addon_grants
-        .into_iter()
-        .filter_map(|g| match g.origin {
-            GrantOrigin::StripeEntitlement { lookup_key } => Some(lookup_key),
-            _ => None,
-        })
-        .collect();
-    sqlx::query("DELETE FROM addon_grants WHERE tenant_id = $1 AND origin LIKE 'stripe-entitlement:%'")
-        .bind(&tenant)
-        .execute(&mut *conn)
-        .await?;
-    for key in keys {
-        let g = AddOnGrant {
-            addon: key.clone(),
-            quantity: 1,
-            origin: GrantOrigin::StripeEntitlement { lookup_key: key.clone() },
-            actor: "stripe".into(),
-            rationale: format!("{} {}", env.event_type, env.id),
-            granted_at: env.created,
-            expires_at: None,
-        };
-        upsert_grant(conn, &tenant, &g).await?;
-    }
-    write_audit(conn, &tenant, "stripe_entitlements", by, &json!(before), &json!(keys), revision).await?;
-    Ok((applied(&tenant, revision, None), owned))
+    let mut state = load_tenant(conn, &tenant).await?;
+    let before = state.clone();
+    let effect = billing::apply_summary(&mut state, newest, keys, event, by);
+    let revision = commit(conn, &before, &state, &effect, by, Some(customer)).await?;
+    Ok(outcome_of(&effect, &tenant, revision, None, true))
 }
 
-pub(super) fn row_to_event(r: &sqlx::any::AnyRow) -> Result<StoredEvent, StoreError> {
+fn row_to_event(r: &sqlx::any::AnyRow) -> Result<StoredEvent, StoreError> {
     let status: String = r.try_get("status")?;
     Ok(StoredEvent {
         id: r.try_get("id")?,
@@ -491,4 +354,64 @@ pub(super) fn row_to_event(r: &sqlx::any::AnyRow) -> Result<StoredEvent, StoreEr
         applied_at: r.try_get::<Option<i64>, _>("applied_at")?,
         payload: r.try_get("payload")?,
     })
+}
+
+#[async_trait]
+impl StripeLog for SqlStore {
+    async fn apply_stripe_event(
+        &self,
+        env: &Envelope,
+        translation: &Result<Translation, String>,
+        replay: Option<&Replay>,
+        at: UnixTime,
+    ) -> Result<StripeOutcome, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        if !claim(&mut tx, env, replay.is_some(), at).await? {
+            tx.rollback().await?;
+            let mut o = outcome(StripeStatus::Ignored);
+            o.duplicate = true;
+            return Ok(o);
+        }
+        let (outcome, customer) = apply(&mut tx, env, translation, replay, at).await?;
+        finish(&mut tx, env, &outcome, customer.as_deref(), at).await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn stripe_event(&self, id: &str) -> Result<Option<StoredEvent>, StoreError> {
+        let sql = concat!("SELECT ", event_columns!(), " FROM stripe_events WHERE id = $1");
+        let row = sqlx::query(sql).bind(id).fetch_optional(self.pool()).await?;
+        row.as_ref().map(row_to_event).transpose()
+    }
+
+    async fn stripe_events(
+        &self,
+        tenant_id: Option<&str>,
+        status: Option<StripeStatus>,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM stripe_events WHERE ($1 = '' OR tenant_id = $1) AND ($2 = '' OR status = $2) \
+             ORDER BY received_at DESC, id DESC LIMIT $3"
+        );
+        let rows = sqlx::query(sql)
+            .bind(tenant_id.unwrap_or_default())
+            .bind(status.map(StripeStatus::as_str).unwrap_or_default())
+            .bind(i64::from(limit))
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(row_to_event).collect()
+    }
+
+    async fn pending_stripe_events(&self, customer_id: &str) -> Result<Vec<StoredEvent>, StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM stripe_events WHERE status = 'pending_tenant' AND customer_id = $1 ORDER BY created, id"
+        );
+        let rows = sqlx::query(sql).bind(customer_id).fetch_all(self.pool()).await?;
+        rows.iter().map(row_to_event).collect()
+    }
 }

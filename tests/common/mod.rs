@@ -48,7 +48,7 @@ pub async fn fresh_database(url: &str, prefix: &str) -> String {
 pub fn rand_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.write_u128(entitlements::clock::unix_nanos());
     h.finish()
 }
 
@@ -175,7 +175,7 @@ pub async fn eventually(
     feature: &str,
     pred: impl Fn(&entitlements::pb::Decision) -> bool,
 ) -> (entitlements::pb::Decision, std::time::Duration) {
-    let start = std::time::Instant::now();
+    let start = entitlements::clock::monotonic();
     loop {
         let d = check(c, tenant, feature).await;
         if pred(&d) {

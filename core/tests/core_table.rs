@@ -5,15 +5,15 @@
 
 use std::sync::{Arc, LazyLock};
 
-use entitlements::catalog::{Catalog, Edition, FeatureKind, Interval, Period, Value};
-use entitlements::decide::{Decision, Intent, Reason, Upgrade, decide};
-use entitlements::lifecycle::{NoticeKind, Phase};
-use entitlements::resolve::{PlanSource, ResolvedTenant, Source, resolve};
-use entitlements::tenant::{
+use entitlements_core::catalog::{Catalog, Edition, FeatureKind, Interval, Period, Value};
+use entitlements_core::decide::{Decision, Intent, Reason, Upgrade, decide};
+use entitlements_core::lifecycle::{NoticeKind, Phase};
+use entitlements_core::resolve::{PlanSource, ResolvedTenant, Source, resolve};
+use entitlements_core::tenant::{
     AddOnGrant, DAY, GrantOrigin, Override, PlanAssignment, Subscription, SubscriptionStatus, TenantState, Trial,
     UnixTime,
 };
-use entitlements::usage::period_at;
+use entitlements_core::usage::period_at;
 
 /// 2026-01-01T00:00:00Z.
 const JAN_1: UnixTime = 1_767_225_600;
@@ -25,7 +25,7 @@ const MAR_1: UnixTime = FEB_1 + 28 * DAY;
 const NOW: UnixTime = JAN_1 + 9 * DAY + DAY / 2;
 
 static CATALOG: LazyLock<Arc<Catalog>> = LazyLock::new(|| {
-    let src = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/catalog.toml")).unwrap();
+    let src = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/catalog.toml")).unwrap();
     Arc::new(Catalog::from_toml(&src, &|_| None).expect("example catalog is valid"))
 });
 

@@ -11,11 +11,11 @@
 
 use std::sync::{Arc, LazyLock};
 
-use entitlements::catalog::{Catalog, Edition, FeatureIdx, FeatureKind, Interval, Value};
-use entitlements::decide::{Decision, Intent, Reason, decide, decide_idx};
-use entitlements::explain;
-use entitlements::resolve::{ResolvedTenant, resolve};
-use entitlements::tenant::{
+use entitlements_core::catalog::{Catalog, Edition, FeatureIdx, FeatureKind, Interval, Value};
+use entitlements_core::decide::{Decision, Intent, Reason, decide, decide_idx};
+use entitlements_core::explain;
+use entitlements_core::resolve::{ResolvedTenant, resolve};
+use entitlements_core::tenant::{
     AddOnGrant, DAY, GrantOrigin, Override, PlanAssignment, Subscription, SubscriptionStatus, TenantState, Trial,
     UnixTime,
 };
@@ -23,7 +23,7 @@ use proptest::prelude::*;
 use proptest::sample::select;
 
 fn example_source() -> String {
-    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/catalog.toml")).unwrap()
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/catalog.toml")).unwrap()
 }
 
 static CATALOGS: LazyLock<Vec<Arc<Catalog>>> = LazyLock::new(|| {

@@ -61,7 +61,7 @@ impl SubscriptionStatus {
 
 impl SubscriptionStatus {
     /// How far along its life a subscription is; terminal states rank highest.
-    fn progress(self) -> u8 {
+    pub(crate) fn progress(self) -> u8 {
         match self {
             Self::Incomplete => 0,
             Self::Trialing => 1,
@@ -69,20 +69,6 @@ impl SubscriptionStatus {
             Self::Canceled | Self::IncompleteExpired => 3,
         }
     }
-}
-
-/// Whether an event about a subscription may replace the stored state. Stripe does not order
-/// deliveries, so: a newer event (`created`) wins, an older one never undoes a newer one, and at
-/// equal seconds (common) a status never moves backwards — an ended subscription stays ended,
-/// an active one does not fall back to trialing.
-pub fn supersedes(
-    stored_created: UnixTime,
-    stored: SubscriptionStatus,
-    incoming_created: UnixTime,
-    incoming: SubscriptionStatus,
-) -> bool {
-    incoming_created > stored_created
-        || (incoming_created == stored_created && incoming.progress() >= stored.progress())
 }
 
 /// A subscription mirrored from Stripe.
@@ -129,6 +115,31 @@ pub enum GrantOrigin {
     StripeEntitlement {
         lookup_key: String,
     },
+}
+
+impl GrantOrigin {
+    /// The identity of a grant's source: one grant per (add-on, key), so a re-delivered grant
+    /// replaces itself and a checkout session and its subscription's events converge.
+    /// `manual`, `stripe:<subscription>:<item>` or `stripe-entitlement:<lookup key>`.
+    pub fn key(&self) -> String {
+        match self {
+            GrantOrigin::Manual => "manual".into(),
+            GrantOrigin::Stripe { subscription_id, item_id } => format!("stripe:{subscription_id}:{item_id}"),
+            GrantOrigin::StripeEntitlement { lookup_key } => format!("stripe-entitlement:{lookup_key}"),
+        }
+    }
+
+    /// The origin a [`GrantOrigin::key`] names (Stripe subscription ids never contain `:`).
+    pub fn from_key(key: &str) -> Option<GrantOrigin> {
+        if key == "manual" {
+            return Some(GrantOrigin::Manual);
+        }
+        if let Some(lookup_key) = key.strip_prefix("stripe-entitlement:") {
+            return Some(GrantOrigin::StripeEntitlement { lookup_key: lookup_key.into() });
+        }
+        let (subscription_id, item_id) = key.strip_prefix("stripe:")?.split_once(':')?;
+        Some(GrantOrigin::Stripe { subscription_id: subscription_id.into(), item_id: item_id.into() })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -220,15 +231,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn event_ordering() {
-        use SubscriptionStatus::*;
-        assert!(supersedes(10, Active, 11, Trialing));
-        assert!(!supersedes(11, Active, 10, Canceled), "older never wins");
-        assert!(supersedes(10, Trialing, 10, Active));
-        assert!(!supersedes(10, Active, 10, Trialing));
-        assert!(!supersedes(10, Canceled, 10, Active), "ended stays ended");
-        assert!(supersedes(10, Active, 10, PastDue));
-        assert!(supersedes(10, PastDue, 10, Active));
+    fn grant_origin_keys_round_trip() {
+        for o in [
+            GrantOrigin::Manual,
+            GrantOrigin::Stripe { subscription_id: "sub_1".into(), item_id: "checkout:cs_1".into() },
+            GrantOrigin::StripeEntitlement { lookup_key: "teams".into() },
+        ] {
+            assert_eq!(GrantOrigin::from_key(&o.key()), Some(o));
+        }
+        assert_eq!(GrantOrigin::from_key("stripe:nocolon"), None);
     }
 
     #[test]

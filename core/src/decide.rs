@@ -118,6 +118,28 @@ pub fn decide(r: &ResolvedTenant, feature: &str, quantity: i64, intent: Intent, 
     decide_idx(r, fi, quantity, intent, used)
 }
 
+/// Whether a usage report is recorded, and against which limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsageGate {
+    /// Enforced, and the feature's gate (locks, edition, plan) refuses any use.
+    Refuse(Reason),
+    /// Record it; `limit` is the enforced limit (`None`: not enforced, or unlimited).
+    Record { limit: Option<i64> },
+}
+
+/// The gate part of a decision (locks, edition, shadow) decides whether a report is enforced,
+/// and a granted numeric value is its limit.
+pub fn usage_gate(r: &ResolvedTenant, fi: FeatureIdx, enforce: bool) -> UsageGate {
+    let gate = decide_idx(r, fi, 0, Intent::Write, 0);
+    if enforce && !gate.allowed {
+        return UsageGate::Refuse(gate.reason);
+    }
+    match (enforce, gate.reason, r.features[fi].value) {
+        (true, Reason::Granted, Value::Number(n)) => UsageGate::Record { limit: Some(n) },
+        _ => UsageGate::Record { limit: None },
+    }
+}
+
 /// [`decide`] for a feature already looked up.
 pub fn decide_idx(r: &ResolvedTenant, fi: FeatureIdx, quantity: i64, intent: Intent, used: i64) -> Decision {
     let catalog = &*r.catalog;

@@ -1,0 +1,204 @@
+//! The decision service: the one place where the cache, the store and the pure core meet.
+//! Both gRPC planes (and the CLI) call it; it validates input, reads the clock, and never
+//! decides anything itself — the core does.
+
+mod admin;
+mod billing;
+mod decisions;
+
+pub use decisions::{CheckItem, MAX_BATCH, RecordUsageResult, UsageLine};
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cache::{Cached, CachedUsage, Lookup, TenantCache};
+use crate::catalog::{Catalog, FeatureIdx};
+use crate::command::Invalid;
+pub use crate::command::invalid;
+use crate::feed::ChangeFeed;
+use crate::resolve::{self, ResolvedTenant};
+use crate::store::{StoreError, Stores};
+use crate::telemetry::{self, Stats};
+use crate::tenant::validate_tenant_id;
+
+/// Kept for callers that read the clock through the service (tests, benches).
+pub use crate::clock::unix_now;
+
+/// What went wrong, for the one mapping to gRPC statuses in `grpc` (and HTTP statuses in `http`).
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The request is wrong; the field is named.
+    #[error(transparent)]
+    InvalidArgument(#[from] Invalid),
+    /// The store cannot answer and nothing cached or configured can stand in.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// The upstream service (relay mode) refused the request: its answer passes through as is.
+    #[error("{message}")]
+    Refused { code: tonic::Code, message: String },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// The one mapping of store errors. An upstream's refusal of the request itself (a client
+/// error) passes through unchanged; an upstream that cannot answer is unavailable.
+impl From<&StoreError> for ServiceError {
+    fn from(e: &StoreError) -> Self {
+        use tonic::Code;
+        match e {
+            StoreError::Unavailable(_) => ServiceError::Unavailable(e.to_string()),
+            StoreError::Overflow => invalid("value", "would overflow the usage counter").into(),
+            StoreError::Upstream {
+                code:
+                    code @ (Code::InvalidArgument
+                    | Code::FailedPrecondition
+                    | Code::NotFound
+                    | Code::AlreadyExists
+                    | Code::OutOfRange
+                    | Code::PermissionDenied
+                    | Code::Unauthenticated),
+                message,
+            } => ServiceError::Refused { code: *code, message: message.clone() },
+            StoreError::Upstream { .. } => ServiceError::Unavailable(e.to_string()),
+            e => ServiceError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        ServiceError::from(&e)
+    }
+}
+
+/// A per-process number distinguishing this run's feed cursors from any other's.
+fn process_epoch() -> u64 {
+    (crate::clock::unix_nanos() as u64) ^ u64::from(std::process::id()).rotate_left(32)
+}
+
+/// The decision service. Its methods are grouped by plane: `decisions` (the data plane),
+/// `admin` (commands, tenant state, audit) and `billing` (Stripe events).
+pub struct Service {
+    catalog: Arc<Catalog>,
+    stores: Stores,
+    cache: TenantCache,
+    feed: ChangeFeed,
+    pub stats: Stats,
+}
+
+fn check_tenant(id: &str) -> Result<(), ServiceError> {
+    validate_tenant_id(id).map_err(|e| invalid("tenant_id", e.to_string()).into())
+}
+
+impl Service {
+    pub fn new(
+        catalog: Arc<Catalog>,
+        stores: Stores,
+        cache_capacity: u64,
+        max_ttl: Duration,
+        stale_bound: Duration,
+    ) -> Service {
+        Service {
+            catalog,
+            stores,
+            cache: TenantCache::new(cache_capacity, max_ttl, stale_bound),
+            feed: ChangeFeed::new(process_epoch(), 65_536),
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
+    }
+
+    pub fn cache(&self) -> &TenantCache {
+        &self.cache
+    }
+
+    pub fn stores(&self) -> &Stores {
+        &self.stores
+    }
+
+    /// The tenant's resolution, from cache or store. With the store down and nothing cached,
+    /// the catalog's fallback values answer when the catalog defines any.
+    pub async fn resolved(&self, tenant: &str, min_revision: Option<u64>) -> Result<Arc<Cached>, ServiceError> {
+        check_tenant(tenant)?;
+        let min = min_revision.unwrap_or(0);
+        let result = self
+            .cache
+            .get_or_load(tenant, min, |epoch| async move {
+                Stats::bump(&self.stats.store_loads);
+                let state = self.stores.tenants.load(tenant).await?;
+                let tenant = resolve::resolve(&self.catalog, &state, unix_now());
+                Ok::<_, StoreError>(Arc::new(Cached { tenant, epoch }))
+            })
+            .await;
+        match result {
+            Ok((c, lookup)) => {
+                if lookup == Lookup::Hit {
+                    Stats::bump(&self.stats.cache_hits);
+                } else {
+                    Stats::bump(&self.stats.cache_misses);
+                }
+                Ok(c)
+            }
+            Err(e) => {
+                Stats::bump(&self.stats.store_errors);
+                tracing::warn!(tenant, error = %e, "tenant load failed");
+                // Within the stale bound, the last resolution we loaded beats a fallback.
+                if let Some(c) = self.cache.last_known(tenant).await {
+                    Stats::bump(&self.stats.stale_answers);
+                    return Ok(c);
+                }
+                if self.catalog.features.iter().any(|f| f.fallback.is_some()) {
+                    Stats::bump(&self.stats.fallback_answers);
+                    let tenant = resolve::fallback(&self.catalog, tenant, unix_now());
+                    return Ok(Arc::new(Cached { tenant, epoch: 0 }));
+                }
+                Err(ServiceError::from(&*e))
+            }
+        }
+    }
+
+    /// Usage of a metered feature as this replica knows it (cache, else store).
+    async fn used(&self, r: &ResolvedTenant, fi: FeatureIdx) -> Result<i64, ServiceError> {
+        if !self.catalog.features[fi].kind.is_metered() || r.fallback {
+            return Ok(0);
+        }
+        let period_start = r.features[fi].period.map_or(0, |p| p.start);
+        let key = &r.tenant_id;
+        if let Some(u) = self.cache.usage(key, fi).await {
+            if u.period_start == period_start {
+                return Ok(u.used);
+            }
+            if u.period_start > period_start {
+                return Ok(u.used);
+            }
+        }
+        let used = self.stores.usage.usage(&r.tenant_id, &self.catalog.features[fi].key, period_start).await?;
+        self.cache.put_usage(key, fi, CachedUsage { period_start, used }).await;
+        Ok(used)
+    }
+
+    /// Forget a tenant on this replica after a change committed at `revision`, and tell
+    /// this replica's watchers.
+    pub async fn invalidate(&self, tenant: &str, revision: u64) {
+        metrics::counter!(telemetry::INVALIDATIONS).increment(1);
+        self.cache.invalidate(tenant, revision).await;
+        self.feed.change(tenant, revision);
+    }
+
+    /// Forget everything (changes may have been missed), and tell watchers to do the same.
+    pub fn flush(&self) {
+        self.cache.flush();
+        self.feed.reset();
+    }
+
+    pub fn feed(&self) -> &ChangeFeed {
+        &self.feed
+    }
+
+    pub async fn ready(&self) -> bool {
+        self.stores.tenants.ping().await.is_ok()
+    }
+}
