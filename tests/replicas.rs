@@ -1,6 +1,14 @@
 //! Several replicas sharing one PostgreSQL (SPEC §5–§6): two real server processes, push
 //! invalidation over LISTEN/NOTIFY, listener reconnects, atomic usage across replicas, and a
 //! store outage (through a TCP proxy we can cut) with recovery and no lost writes.
+//!
+//! Every test here needs PostgreSQL, so each is `#[ignore]`d: `cargo test` lists them as ignored.
+//! Run them with a server they may create databases on (a missing URL fails them):
+//!
+//! ```sh
+//! ENTITLEMENTS_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test \
+//!     cargo test --test replicas -- --ignored
+//! ```
 
 mod common;
 
@@ -82,8 +90,9 @@ async fn metric(http: SocketAddr, name: &str) -> f64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set ENTITLEMENTS_TEST_POSTGRES_URL and run with -- --ignored"]
 async fn a_change_on_one_replica_reaches_the_other() {
-    let Some(url) = postgres_url() else { return };
+    let url = require_postgres_url();
     let db = fresh_database(&url, "replicas").await;
     let a = spawn_replica(&db).await;
     let b = spawn_replica(&db).await;
@@ -112,8 +121,9 @@ async fn a_change_on_one_replica_reaches_the_other() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set ENTITLEMENTS_TEST_POSTGRES_URL and run with -- --ignored"]
 async fn a_replica_whose_listener_drops_flushes_and_listens_again() {
-    let Some(url) = postgres_url() else { return };
+    let url = require_postgres_url();
     let db = fresh_database(&url, "replicas").await;
     let a = spawn_replica(&db).await;
     let b = spawn_replica(&db).await;
@@ -146,8 +156,9 @@ async fn a_replica_whose_listener_drops_flushes_and_listens_again() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set ENTITLEMENTS_TEST_POSTGRES_URL and run with -- --ignored"]
 async fn enforced_usage_never_over_grants_across_replicas() {
-    let Some(url) = postgres_url() else { return };
+    let url = require_postgres_url();
     let db = fresh_database(&url, "replicas").await;
     let a = spawn_replica(&db).await;
     let b = spawn_replica(&db).await;
@@ -264,8 +275,9 @@ fn through(url: &str, proxy: SocketAddr) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set ENTITLEMENTS_TEST_POSTGRES_URL and run with -- --ignored"]
 async fn a_store_outage_is_survived_and_nothing_accepted_is_lost() {
-    let Some(url) = postgres_url() else { return };
+    let url = require_postgres_url();
     let db = fresh_database(&url, "outage").await;
     let proxy = Proxy::start(pg_target(&db)).await;
     let via_proxy = through(&db, proxy.addr);

@@ -14,21 +14,20 @@ use entitlements::pb::admin_service_client::AdminServiceClient;
 use entitlements::pb::entitlement_service_client::EntitlementServiceClient;
 use tonic::transport::Channel;
 
-// ------------------------------------------------------------------ PostgreSQL
+// ------------------------------------------------------------------ prerequisites
 
-/// The PostgreSQL URL of the test suite, or `None` (skip) — unless CI requires PostgreSQL, in
-/// which case a missing URL fails the test.
-pub fn postgres_url() -> Option<String> {
-    match std::env::var("ENTITLEMENTS_TEST_POSTGRES_URL") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ => {
-            assert!(
-                std::env::var("ENTITLEMENTS_REQUIRE_POSTGRES").as_deref() != Ok("1"),
-                "ENTITLEMENTS_REQUIRE_POSTGRES=1 but ENTITLEMENTS_TEST_POSTGRES_URL is not set"
-            );
-            eprintln!("skipped: set ENTITLEMENTS_TEST_POSTGRES_URL to run the PostgreSQL tests");
-            None
-        }
+/// The variable naming the PostgreSQL server of the PostgreSQL tests.
+pub const POSTGRES_URL_VAR: &str = "ENTITLEMENTS_TEST_POSTGRES_URL";
+
+/// The PostgreSQL server URL of a test that needs PostgreSQL. Such a test is `#[ignore]`d, so
+/// it only runs when asked for (`-- --ignored`): then a missing URL is a failure, not a skip.
+pub fn require_postgres_url() -> String {
+    match std::env::var(POSTGRES_URL_VAR) {
+        Ok(url) if !url.trim().is_empty() => url.trim().to_string(),
+        _ => panic!(
+            "this test needs PostgreSQL but {POSTGRES_URL_VAR} is not set: set it to a server this \
+             test may create databases on, e.g. {POSTGRES_URL_VAR}=postgres://postgres@127.0.0.1:5432/test"
+        ),
     }
 }
 
@@ -46,8 +45,9 @@ pub fn with_database(url: &str, db: &str) -> String {
 pub async fn fresh_database(url: &str, prefix: &str) -> String {
     use sqlx::Connection;
     let name = format!("{prefix}_{:016x}", rand_u64());
-    let mut admin =
-        sqlx::PgConnection::connect(url).await.unwrap_or_else(|e| panic!("connect to PostgreSQL at {url}: {e}"));
+    let mut admin = sqlx::PgConnection::connect(url)
+        .await
+        .unwrap_or_else(|e| panic!("connect to PostgreSQL at {url} ({POSTGRES_URL_VAR}): {e}"));
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut admin)
         .await
