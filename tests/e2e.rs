@@ -1,12 +1,14 @@
 //! End-to-end tests over real TCP: a tonic client against the server started in-process on
 //! ephemeral ports with a fresh SQLite file, plus the real binary for the CLI.
 
+mod common;
+
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use common::http::get;
+use common::*;
 use entitlements::config::ServeArgs;
-use entitlements::pb::admin_service_client::AdminServiceClient;
-use entitlements::pb::entitlement_service_client::EntitlementServiceClient;
 use entitlements::pb::{self, *};
 use entitlements::server::{self, Running};
 use tonic::transport::Channel;
@@ -14,8 +16,8 @@ use tonic::{Code, Request};
 
 struct Harness {
     running: Running,
-    data: EntitlementServiceClient<Channel>,
-    admin: AdminServiceClient<Channel>,
+    data: DataClient,
+    admin: AdminClient,
     _dir: tempfile::TempDir,
 }
 
@@ -26,36 +28,21 @@ async fn start() -> Harness {
     let args = ServeArgs {
         admin_token: Some(TOKEN.into()),
         max_ttl: Duration::from_secs(300),
-        ..ServeArgs::local(
-            concat!(env!("CARGO_MANIFEST_DIR"), "/examples/catalog.toml"),
-            dir.path().join("e2e.db").display().to_string(),
-        )
+        ..ServeArgs::local(catalog_path(), dir.path().join("e2e.db").display().to_string())
     };
     let running = server::start(&args).await.expect("server starts");
-    let url = format!("http://{}", running.grpc_addr);
-    let data = EntitlementServiceClient::connect(url.clone()).await.expect("connect");
-    let admin = AdminServiceClient::connect(url).await.expect("connect");
+    let data = data_client(running.grpc_addr).await;
+    let admin = admin_client(running.grpc_addr).await;
     Harness { running, data, admin, _dir: dir }
 }
 
 fn authed<T>(msg: T) -> Request<T> {
-    let mut r = Request::new(msg);
-    r.metadata_mut().insert("authorization", format!("Bearer {TOKEN}").parse().expect("header"));
-    r
-}
-
-fn now() -> i64 {
-    entitlements::service::unix_now()
-}
-
-fn ts(t: i64) -> Option<prost_types::Timestamp> {
-    Some(prost_types::Timestamp { seconds: t, nanos: 0 })
+    with_token(TOKEN, msg)
 }
 
 impl Harness {
     async fn check(&mut self, tenant: &str, feature: &str) -> pb::Decision {
-        let req = CheckRequest { tenant_id: tenant.into(), feature: feature.into(), ..Default::default() };
-        self.data.check(req).await.expect("check").into_inner().decision.expect("decision")
+        check(&mut self.data, tenant, feature).await
     }
 
     fn loads(&self) -> u64 {
@@ -298,8 +285,7 @@ async fn admin_plane_requires_the_token() {
     let req = || GetTenantRequest { tenant_id: "t1".into() };
     let status = h.admin.get_tenant(req()).await.expect_err("no token");
     assert_eq!(status.code(), Code::Unauthenticated);
-    let mut wrong = Request::new(req());
-    wrong.metadata_mut().insert("authorization", "Bearer nope".parse().expect("header"));
+    let wrong = with_token("nope", req());
     assert_eq!(h.admin.get_tenant(wrong).await.expect_err("wrong token").code(), Code::Unauthenticated);
     let mut basic = Request::new(req());
     basic.metadata_mut().insert("authorization", format!("Basic {TOKEN}").parse().expect("header"));
@@ -333,24 +319,10 @@ async fn health_and_reflection_are_served() {
     for want in ["entitlements.v1.EntitlementService", "entitlements.v1.AdminService", "grpc.health.v1.Health"] {
         assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
     }
-    let http = format!("http://{}/readyz", h.running.http_addr);
-    let body = http_get(&http).await;
-    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    // `get` requires an `HTTP/1.1` status line.
+    let (status, body) = get(h.running.http_addr, "/readyz").await;
+    assert_eq!(status, 200, "{body}");
     h.running.stop().await.expect("stop");
-}
-
-/// A minimal HTTP/1.1 GET over a raw TCP socket (no client crate needed for two probes).
-async fn http_get(url: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rest = url.strip_prefix("http://").expect("http url");
-    let (host, path) = rest.split_once('/').expect("path");
-    let mut s = tokio::net::TcpStream::connect(host).await.expect("connect");
-    s.write_all(format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .expect("write");
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.expect("read");
-    out
 }
 
 #[test]
@@ -378,7 +350,8 @@ fn catalog_check_reports_every_problem_and_fails() {
         assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
     }
     let ok = std::process::Command::new(env!("CARGO_BIN_EXE_entitlements"))
-        .args(["catalog", "check", concat!(env!("CARGO_MANIFEST_DIR"), "/examples/catalog.toml")])
+        .args(["catalog", "check"])
+        .arg(catalog_path())
         .output()
         .expect("run");
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));

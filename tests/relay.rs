@@ -7,9 +7,10 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use common::http::get;
+use common::stripe::{checkout_session, event, post_event};
 use common::*;
 use entitlements::config::ServeArgs;
-use entitlements::pb::admin_service_client::AdminServiceClient;
 use entitlements::pb::entitlement_service_client::EntitlementServiceClient;
 use entitlements::pb::*;
 use entitlements::server::{self, Running};
@@ -18,10 +19,6 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
 const TOKEN: &str = "relay-admin-token";
 const SECRET: &str = "whsec_relay";
-
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr")
-}
 
 fn central_args(db: &str, grpc: SocketAddr) -> ServeArgs {
     ServeArgs {
@@ -48,8 +45,8 @@ fn authed<T>(msg: T) -> Request<T> {
     with_token(TOKEN, msg)
 }
 
-async fn client(r: &Running) -> EntitlementServiceClient<Channel> {
-    EntitlementServiceClient::connect(format!("http://{}", r.grpc_addr)).await.expect("connect")
+async fn client(r: &Running) -> DataClient {
+    data_client(r.grpc_addr).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,7 +67,7 @@ async fn a_relay_follows_its_upstream_and_survives_its_restart() {
         "evt_relay_1",
         "checkout.session.completed",
         now(),
-        checkout_session("cs_r1", "acme", "cus_r1", "sub_r1", Some("teams")),
+        checkout_session("cs_r1", "cus_r1", "sub_r1", Some("acme"), Some("teams")),
     );
     let (status, reply) = post_event(central.http_addr, &body, SECRET).await;
     assert_eq!(status, 200, "{reply}");
@@ -78,7 +75,7 @@ async fn a_relay_follows_its_upstream_and_survives_its_restart() {
     println!("webhook on central → visible on relay after {took:?}");
 
     // Admin changes and usage reports through the relay are forwarded upstream.
-    let mut ra = AdminServiceClient::connect(format!("http://{}", relay.grpc_addr)).await.expect("connect");
+    let mut ra = admin_client(relay.grpc_addr).await;
     let grant = GrantAddOnRequest {
         tenant_id: "acme".into(),
         actor: "ops".into(),
@@ -88,7 +85,7 @@ async fn a_relay_follows_its_upstream_and_survives_its_restart() {
     };
     let rev = ra.grant_add_on(authed(grant)).await.expect("forwarded grant").into_inner().revision;
     assert!(check(&mut r, "acme", "ai_assistant").await.allowed);
-    let mut ca = AdminServiceClient::connect(format!("http://{central_addr}")).await.expect("connect");
+    let mut ca = admin_client(central_addr).await;
     let t = ca.get_tenant(authed(GetTenantRequest { tenant_id: "acme".into() })).await.expect("get").into_inner();
     assert_eq!(t.tenant.expect("tenant").revision, rev, "the central service committed it");
     let usage = RecordUsageRequest {
@@ -114,7 +111,7 @@ async fn a_relay_follows_its_upstream_and_survives_its_restart() {
 
     // Restart it on the same address: the relay recovers the stream by itself.
     let central = server::start(&central_args(&db, central_addr)).await.expect("central again");
-    let mut ca = AdminServiceClient::connect(format!("http://{central_addr}")).await.expect("connect");
+    let mut ca = admin_client(central_addr).await;
     let grant = GrantAddOnRequest {
         tenant_id: "acme".into(),
         actor: "ops".into(),
@@ -127,7 +124,7 @@ async fn a_relay_follows_its_upstream_and_survives_its_restart() {
     assert!(!check(&mut r, "stranger", "max_file_mb").await.fallback, "served from the upstream again");
 
     // Operators see what it is doing.
-    let (status, metrics) = http(central.http_addr, "GET", "/metrics", &[], "").await;
+    let (status, metrics) = get(central.http_addr, "/metrics").await;
     assert_eq!(status, 200);
     for name in [
         "entitlements_decision_duration_seconds_bucket",
@@ -155,9 +152,7 @@ async fn the_data_plane_token_is_enforced_when_set() {
     let mut c = client(&s).await;
     let req = || CheckRequest { tenant_id: "t".into(), feature: "seats".into(), ..Default::default() };
     assert_eq!(c.check(req()).await.expect_err("no token").code(), tonic::Code::Unauthenticated);
-    let mut ok = Request::new(req());
-    ok.metadata_mut().insert("authorization", "Bearer data-secret".parse().expect("header"));
-    assert!(c.check(ok).await.is_ok());
+    assert!(c.check(with_token("data-secret", req())).await.is_ok());
     s.stop().await.expect("stop");
 }
 

@@ -1,6 +1,14 @@
 //! Several replicas sharing one PostgreSQL (SPEC §5–§6): two real server processes, push
 //! invalidation over LISTEN/NOTIFY, listener reconnects, atomic usage across replicas, and a
 //! store outage (through a TCP proxy we can cut) with recovery and no lost writes.
+//!
+//! Every test here needs PostgreSQL, so each is `#[ignore]`d: `cargo test` lists them as ignored.
+//! Run them with a server they may create databases on (a missing URL fails them):
+//!
+//! ```sh
+//! ENTITLEMENTS_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test \
+//!     cargo test --test replicas -- --ignored
+//! ```
 
 mod common;
 
@@ -10,10 +18,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use common::http::get;
+use common::stripe::{checkout_session, event, post_event};
 use common::*;
 use entitlements::config::ServeArgs;
-use entitlements::pb::admin_service_client::AdminServiceClient;
-use entitlements::pb::entitlement_service_client::EntitlementServiceClient;
 use entitlements::pb::*;
 use tokio::net::{TcpListener, TcpStream};
 use tonic::Request;
@@ -33,11 +41,6 @@ impl Drop for Replica {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
 }
 
 async fn spawn_replica(db: &str) -> Replica {
@@ -67,14 +70,6 @@ async fn spawn_replica(db: &str) -> Replica {
     }
 }
 
-async fn data(addr: SocketAddr) -> EntitlementServiceClient<Channel> {
-    EntitlementServiceClient::connect(format!("http://{addr}")).await.expect("connect")
-}
-
-async fn admin(addr: SocketAddr) -> AdminServiceClient<Channel> {
-    AdminServiceClient::connect(format!("http://{addr}")).await.expect("connect")
-}
-
 fn authed<T>(msg: T) -> Request<T> {
     with_token(TOKEN, msg)
 }
@@ -90,22 +85,19 @@ fn grant(tenant: &str, addon: &str) -> GrantAddOnRequest {
 }
 
 async fn metric(http: SocketAddr, name: &str) -> f64 {
-    let (_, body) = http_get(http, "/metrics").await;
+    let (_, body) = get(http, "/metrics").await;
     body.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
 }
 
-async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    http(addr, "GET", path, &[], "").await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set ENTITLEMENTS_TEST_POSTGRES_URL and run with -- --ignored"]
 async fn a_change_on_one_replica_reaches_the_other() {
-    let Some(url) = postgres_url() else { return };
+    let url = require_postgres_url();
     let db = fresh_database(&url, "replicas").await;
     let a = spawn_replica(&db).await;
     let b = spawn_replica(&db).await;
-    let (mut da, mut db_) = (data(a.grpc).await, data(b.grpc).await);
-    let mut aa = admin(a.grpc).await;
+    let (mut da, mut db_) = (data_client(a.grpc).await, data_client(b.grpc).await);
+    let mut aa = admin_client(a.grpc).await;
 
     // B caches a denial, then A grants: B must notice through NOTIFY, not through expiry.
     assert!(!check(&mut db_, "acme", "teams_integration").await.allowed);
@@ -119,7 +111,7 @@ async fn a_change_on_one_replica_reaches_the_other() {
         "evt_rep_1",
         "checkout.session.completed",
         now(),
-        checkout_session("cs_rep_1", "acme", "cus_rep", "sub_rep_1", Some("enterprise")),
+        checkout_session("cs_rep_1", "cus_rep", "sub_rep_1", Some("acme"), Some("enterprise")),
     );
     let (status, reply) = post_event(a.http, &body, SECRET).await;
     assert_eq!(status, 200, "{reply}");
@@ -129,13 +121,14 @@ async fn a_change_on_one_replica_reaches_the_other() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set ENTITLEMENTS_TEST_POSTGRES_URL and run with -- --ignored"]
 async fn a_replica_whose_listener_drops_flushes_and_listens_again() {
-    let Some(url) = postgres_url() else { return };
+    let url = require_postgres_url();
     let db = fresh_database(&url, "replicas").await;
     let a = spawn_replica(&db).await;
     let b = spawn_replica(&db).await;
-    let mut db_ = data(b.grpc).await;
-    let mut aa = admin(a.grpc).await;
+    let mut db_ = data_client(b.grpc).await;
+    let mut aa = admin_client(a.grpc).await;
     assert!(!check(&mut db_, "t-listen", "teams_integration").await.allowed);
     let flushes_before = metric(b.http, "entitlements_invalidation_listener_flushes_total").await;
 
@@ -163,12 +156,13 @@ async fn a_replica_whose_listener_drops_flushes_and_listens_again() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set ENTITLEMENTS_TEST_POSTGRES_URL and run with -- --ignored"]
 async fn enforced_usage_never_over_grants_across_replicas() {
-    let Some(url) = postgres_url() else { return };
+    let url = require_postgres_url();
     let db = fresh_database(&url, "replicas").await;
     let a = spawn_replica(&db).await;
     let b = spawn_replica(&db).await;
-    let mut aa = admin(a.grpc).await;
+    let mut aa = admin_client(a.grpc).await;
     let over = SetOverrideRequest {
         tenant_id: "usage-co".into(),
         actor: "ops".into(),
@@ -178,7 +172,7 @@ async fn enforced_usage_never_over_grants_across_replicas() {
         ..Default::default()
     };
     aa.set_override(authed(over)).await.expect("override");
-    let mut db_ = data(b.grpc).await;
+    let mut db_ = data_client(b.grpc).await;
     eventually(&mut db_, "usage-co", "review_packs", |d| d.limit == Some(100)).await;
 
     let report = |key: String| RecordUsageRequest {
@@ -191,7 +185,7 @@ async fn enforced_usage_never_over_grants_across_replicas() {
     };
     let mut tasks = Vec::new();
     for (r, addr) in [(0, a.grpc), (1, b.grpc)] {
-        let client = data(addr).await;
+        let client = data_client(addr).await;
         for i in 0..200 {
             let mut c = client.clone();
             let req = report(format!("r{r}-{i}"));
@@ -205,7 +199,7 @@ async fn enforced_usage_never_over_grants_across_replicas() {
     let applied = results.iter().filter(|r| r.applied).count();
     assert_eq!(applied, 100, "exactly the limit is applied");
     assert_eq!(results.iter().filter(|r| !r.applied && r.reason() == Reason::LimitExceeded).count(), 300);
-    let mut da = data(a.grpc).await;
+    let mut da = data_client(a.grpc).await;
     let usage = da
         .usage(UsageRequest { tenant_id: "usage-co".into(), features: vec!["review_packs".into()] })
         .await
@@ -214,7 +208,7 @@ async fn enforced_usage_never_over_grants_across_replicas() {
     // Replaying any key returns the original result, from either replica.
     for (i, original) in results.iter().enumerate().step_by(37) {
         let (r, n) = (i / 200, i % 200);
-        let mut c = if i % 2 == 0 { data(a.grpc).await } else { data(b.grpc).await };
+        let mut c = if i % 2 == 0 { data_client(a.grpc).await } else { data_client(b.grpc).await };
         let again = c.record_usage(report(format!("r{r}-{n}"))).await.expect("replay").into_inner();
         assert!(again.duplicate);
         assert_eq!((again.applied, again.used), (original.applied, original.used));
@@ -281,8 +275,9 @@ fn through(url: &str, proxy: SocketAddr) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set ENTITLEMENTS_TEST_POSTGRES_URL and run with -- --ignored"]
 async fn a_store_outage_is_survived_and_nothing_accepted_is_lost() {
-    let Some(url) = postgres_url() else { return };
+    let url = require_postgres_url();
     let db = fresh_database(&url, "outage").await;
     let proxy = Proxy::start(pg_target(&db)).await;
     let via_proxy = through(&db, proxy.addr);
@@ -303,8 +298,8 @@ async fn a_store_outage_is_survived_and_nothing_accepted_is_lost() {
     };
     let s = entitlements::server::start(&args(catalog_path())).await.expect("server");
     let s2 = entitlements::server::start(&args(no_fallback)).await.expect("server without fallbacks");
-    let (mut d, mut d2) = (data(s.grpc_addr).await, data(s2.grpc_addr).await);
-    let mut adm = admin(s.grpc_addr).await;
+    let (mut d, mut d2) = (data_client(s.grpc_addr).await, data_client(s2.grpc_addr).await);
+    let mut adm = admin_client(s.grpc_addr).await;
 
     adm.grant_add_on(authed(grant("cached-co", "teams"))).await.expect("grant");
     assert!(check(&mut d, "cached-co", "teams_integration").await.allowed);
@@ -329,7 +324,7 @@ async fn a_store_outage_is_survived_and_nothing_accepted_is_lost() {
         "evt_outage_1",
         "checkout.session.completed",
         now(),
-        checkout_session("cs_out", "cached-co", "cus_out", "sub_out", Some("enterprise")),
+        checkout_session("cs_out", "cus_out", "sub_out", Some("cached-co"), Some("enterprise")),
     );
     let (status, reply) = post_event(s.http_addr, &body, SECRET).await;
     assert!((500..600).contains(&status), "{status} {reply}");

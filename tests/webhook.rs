@@ -1,268 +1,46 @@
 //! The Stripe webhook listener end to end (issue 3, SPEC §7): real HTTP/1.1 POSTs to the running
 //! listener, signed the way Stripe signs (`Stripe-Signature: t=…,v1=HMAC-SHA256(secret, "t.body")`),
-//! with events built from the shapes in `shared/stripe-fixtures/` (values edited, shapes kept).
+//! with events built from the shapes in `shared/stripe-fixtures/` (values edited, shapes kept; the
+//! builders, the signing and the HTTP client are in `tests/common/`).
 //! The effects are read back over real gRPC: `Check`, `Explain`, `AdminService.GetTenant`,
 //! `ListStripeEvents`, `ReplayStripeEvent`, and `/metrics` over HTTP.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+mod common;
 
+use std::net::SocketAddr;
+use std::path::Path;
+
+use common::http::{get, post};
+use common::stripe::*;
+use common::*;
 use entitlements::config::ServeArgs;
-use entitlements::pb::admin_service_client::AdminServiceClient;
-use entitlements::pb::entitlement_service_client::EntitlementServiceClient;
 use entitlements::pb::{self, *};
 use entitlements::server::{self, Running};
-use hmac::{Hmac, Mac};
+use entitlements::tenant::DAY;
 use serde_json::{Value, json};
-use sha2::Sha256;
-use tonic::transport::Channel;
 use tonic::{Code, Request};
 
 const TOKEN: &str = "webhook-test-admin-token";
 const SECRET: &str = "whsec_current";
 const NEXT_SECRET: &str = "whsec_next";
 const RETIRED_SECRET: &str = "whsec_old";
-const DAY: i64 = 86_400;
 const BODY_LIMIT: usize = 262_144;
 
-// ------------------------------------------------------------------ fixtures
-
-/// `$ENTITLEMENTS_STRIPE_FIXTURES`, else `<manifest>/../shared/stripe-fixtures`, else
-/// `/work/shared/stripe-fixtures`.
-fn fixtures_dir() -> PathBuf {
-    let mut candidates = Vec::new();
-    if let Ok(p) = std::env::var("ENTITLEMENTS_STRIPE_FIXTURES") {
-        candidates.push(PathBuf::from(p));
-    }
-    candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/stripe-fixtures"));
-    candidates.push(PathBuf::from("/work/shared/stripe-fixtures"));
-    for c in &candidates {
-        if c.join("subscription.json").is_file() {
-            return c.clone();
-        }
-    }
-    panic!(
-        "Stripe fixtures not found; tried {candidates:?}. Set ENTITLEMENTS_STRIPE_FIXTURES to the \
-         directory holding subscription.json, checkout_session.json, invoice.json and event_envelope.json"
-    );
-}
-
-fn fixture(name: &str) -> Value {
-    let path = fixtures_dir().join(name);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("parse {}: {e}", path.display()))
-}
-
-fn now() -> i64 {
-    entitlements::service::unix_now()
-}
-
-fn ts(t: i64) -> Option<prost_types::Timestamp> {
-    Some(prost_types::Timestamp { seconds: t, nanos: 0 })
-}
-
-/// A subscription object from `subscription.json`: `items` are `(price id, quantity)`; each item
-/// id is derived from the subscription and price, so it is stable across that subscription's events.
-fn subscription(
-    id: &str,
-    customer: &str,
-    tenant: Option<&str>,
-    status: &str,
-    items: &[(&str, u64)],
-    trial_end: Option<i64>,
-) -> Value {
-    let mut s = fixture("subscription.json");
-    let created = now() - 3600;
-    let period_end = created + 30 * DAY;
-    s["id"] = json!(id);
-    s["customer"] = json!(customer);
-    s["status"] = json!(status);
-    s["created"] = json!(created);
-    s["start_date"] = json!(created);
-    s["billing_cycle_anchor"] = json!(created);
-    s["metadata"] = match tenant {
-        Some(t) => json!({ "tenant_id": t }),
-        None => json!({}),
-    };
-    s["trial_start"] = if trial_end.is_some() { json!(created) } else { Value::Null };
-    s["trial_end"] = json!(trial_end);
-    s["cancel_at_period_end"] = json!(false);
-    s["cancel_at"] = Value::Null;
-    let ended = matches!(status, "canceled" | "incomplete_expired");
-    s["canceled_at"] = if ended { json!(now()) } else { Value::Null };
-    s["ended_at"] = if ended { json!(now()) } else { Value::Null };
-    s["next_pending_invoice_item_invoice"] = Value::Null;
-    let template = s["items"]["data"][0].clone();
-    let data: Vec<Value> = items
-        .iter()
-        .map(|(price, quantity)| {
-            let interval = if price.contains("annual") { "year" } else { "month" };
-            let mut item = template.clone();
-            item["id"] = json!(format!("si_{id}_{price}"));
-            item["created"] = json!(created);
-            item["quantity"] = json!(quantity);
-            item["subscription"] = json!(id);
-            item["current_period_start"] = json!(created);
-            item["current_period_end"] = json!(period_end);
-            item["price"]["id"] = json!(price);
-            item["price"]["recurring"]["interval"] = json!(interval);
-            item["plan"]["id"] = json!(price);
-            item["plan"]["interval"] = json!(interval);
-            item["plan"]["interval_count"] = json!(1);
-            item
-        })
-        .collect();
-    s["items"]["data"] = json!(data);
-    s["items"]["url"] = json!(format!("/v1/subscription_items?subscription={id}"));
-    s
-}
-
-/// A completed subscription-mode checkout session from `checkout_session.json`.
-fn checkout(session: &str, customer: &str, sub: &str, tenant: Option<&str>, addon: Option<&str>) -> Value {
-    let mut cs = fixture("checkout_session.json");
-    cs["id"] = json!(session);
-    cs["mode"] = json!("subscription");
-    cs["status"] = json!("complete");
-    cs["payment_status"] = json!("paid");
-    cs["payment_intent"] = Value::Null;
-    cs["customer"] = json!(customer);
-    cs["subscription"] = json!(sub);
-    cs["created"] = json!(now() - 60);
-    cs["url"] = Value::Null;
-    let mut metadata = serde_json::Map::new();
-    if let Some(t) = tenant {
-        metadata.insert("tenant_id".into(), json!(t));
-    }
-    if let Some(a) = addon {
-        metadata.insert("addon".into(), json!(a));
-    }
-    cs["metadata"] = Value::Object(metadata);
-    cs
-}
-
-/// An invoice of a subscription from `invoice.json`.
-fn invoice(id: &str, customer: &str, sub: &str, paid: bool) -> Value {
-    let mut inv = fixture("invoice.json");
-    inv["id"] = json!(id);
-    inv["customer"] = json!(customer);
-    inv["status"] = json!(if paid { "paid" } else { "open" });
-    inv["attempted"] = json!(true);
-    inv["attempt_count"] = json!(1);
-    inv["billing_reason"] = json!("subscription_cycle");
-    inv["amount_paid"] = json!(if paid { 1000 } else { 0 });
-    inv["amount_remaining"] = json!(if paid { 0 } else { 1000 });
-    inv["parent"]["type"] = json!("subscription_details");
-    inv["parent"]["quote_details"] = Value::Null;
-    inv["parent"]["subscription_details"]["subscription"] = json!(sub);
-    inv["lines"]["data"][0]["invoice"] = json!(id);
-    inv["lines"]["data"][0]["parent"]["subscription_item_details"]["subscription"] = json!(sub);
-    inv
-}
-
-/// Wrap an object in `event_envelope.json`; the body exactly as it goes over the wire.
-fn event(id: &str, event_type: &str, created: i64, object: Value) -> String {
-    let mut e = fixture("event_envelope.json");
-    e["id"] = json!(id);
-    e["type"] = json!(event_type);
-    e["created"] = json!(created);
-    e["livemode"] = json!(false);
-    e["pending_webhooks"] = json!(1);
-    e["data"]["object"] = object;
-    serde_json::to_string(&e).expect("serialize event")
-}
-
-/// `Stripe-Signature` as Stripe computes it.
-fn sign(secret: &str, t: i64, body: &str) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("hmac key");
-    mac.update(format!("{t}.{body}").as_bytes());
-    format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
-}
-
-// ------------------------------------------------------------------ raw HTTP
-
-/// One HTTP/1.1 request over a fresh TCP connection; returns (status, body). The body is written
-/// while the response is read, so an early answer (413) is seen even if the server stops reading.
-async fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, String)], body: &[u8]) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let (mut rd, mut wr) = stream.into_split();
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    if method == "POST" {
-        head.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
-    }
-    head.push_str("\r\n");
-    let body = body.to_vec();
-    let writer = tokio::spawn(async move {
-        // The server may answer and close before it has read everything (413): not an error here.
-        if wr.write_all(head.as_bytes()).await.is_ok() {
-            let _ = wr.write_all(&body).await;
-            let _ = wr.flush().await;
-        }
-        wr
-    });
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 16 * 1024];
-    loop {
-        match rd.read(&mut buf).await {
-            Ok(0) => break,
-            Ok(n) => raw.extend_from_slice(&buf[..n]),
-            // A reset after the answer arrived (the server closed with our body unread).
-            Err(e) if !raw.is_empty() => {
-                eprintln!("read after response: {e}");
-                break;
-            }
-            Err(e) => panic!("no HTTP response: {e}"),
-        }
-    }
-    drop(writer.await);
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse::<u16>().ok())
-        .unwrap_or_else(|| panic!("not an HTTP response: {text:?}"));
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    (status, body)
-}
-
-/// POST `body` to `path` with extra `headers`; (status, body).
-async fn post(addr: SocketAddr, path: &str, headers: &[(&str, String)], body: &[u8]) -> (u16, String) {
-    tokio::time::timeout(Duration::from_secs(30), request(addr, "POST", path, headers, body))
-        .await
-        .expect("webhook answered within 30 s")
-}
-
-async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    tokio::time::timeout(Duration::from_secs(30), request(addr, "GET", path, &[], b""))
-        .await
-        .expect("answered within 30 s")
-}
+// ------------------------------------------------------------------ harness
 
 fn json_body(body: &str) -> Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("reply is not JSON ({e}): {body:?}"))
 }
 
-// ------------------------------------------------------------------ harness
-
 struct Harness {
     running: Running,
-    data: EntitlementServiceClient<Channel>,
-    admin: AdminServiceClient<Channel>,
+    data: DataClient,
+    admin: AdminClient,
     http: SocketAddr,
 }
 
-fn example_catalog() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/catalog.toml")
-}
-
 fn authed<T>(msg: T) -> Request<T> {
-    let mut r = Request::new(msg);
-    r.metadata_mut().insert("authorization", format!("Bearer {TOKEN}").parse().expect("header"));
-    r
+    with_token(TOKEN, msg)
 }
 
 impl Harness {
@@ -273,9 +51,8 @@ impl Harness {
             ..ServeArgs::local(catalog, db.display().to_string())
         };
         let running = server::start(&args).await.expect("server starts");
-        let url = format!("http://{}", running.grpc_addr);
-        let data = EntitlementServiceClient::connect(url.clone()).await.expect("connect data plane");
-        let admin = AdminServiceClient::connect(url).await.expect("connect admin plane");
+        let data = data_client(running.grpc_addr).await;
+        let admin = admin_client(running.grpc_addr).await;
         let http = running.http_addr;
         Harness { running, data, admin, http }
     }
@@ -283,7 +60,7 @@ impl Harness {
     /// A server on the example catalog and a fresh SQLite file.
     async fn fresh() -> (Harness, tempfile::TempDir) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let h = Harness::start(&example_catalog(), &dir.path().join("webhook.db")).await;
+        let h = Harness::start(&catalog_path(), &dir.path().join("webhook.db")).await;
         (h, dir)
     }
 
@@ -293,9 +70,7 @@ impl Harness {
 
     /// POST a body signed with the current secret, now.
     async fn deliver_raw(&self, body: &str) -> (u16, Value) {
-        let header = sign(SECRET, now(), body);
-        let (status, reply) =
-            post(self.http, "/webhooks/stripe", &[("Stripe-Signature", header)], body.as_bytes()).await;
+        let (status, reply) = post_event(self.http, body, SECRET).await;
         (status, json_body(&reply))
     }
 
@@ -416,7 +191,7 @@ async fn addon_checkout_grants_and_subscription_deletion_revokes() {
         "evt_checkout_teams",
         "checkout.session.completed",
         created,
-        checkout("cs_test_teams", "cus_addon", "sub_teams", Some(t), Some("teams")),
+        checkout_session("cs_test_teams", "cus_addon", "sub_teams", Some(t), Some("teams")),
     );
     let reply = h.deliver_expect(&body, "applied").await;
     assert_eq!(reply["tenant_id"], t);
@@ -739,7 +514,7 @@ async fn unknown_price_grants_nothing_and_is_visible() {
     assert_eq!(d.plan, "free");
 
     // A checkout naming an add-on the catalog does not know.
-    let cs = checkout("cs_unknown_addon", "cus_mystery", "sub_mystery_cs", Some(t), Some("teamz"));
+    let cs = checkout_session("cs_unknown_addon", "cus_mystery", "sub_mystery_cs", Some(t), Some("teamz"));
     let reply =
         h.deliver_expect(&event("evt_unknown_addon", "checkout.session.completed", now() - 10, cs), "failed").await;
     assert!(reply["error"].as_str().is_some_and(|e| e.contains("teamz")), "{reply}");
@@ -777,7 +552,7 @@ async fn checkout_and_subscription_grants_converge_in_either_order() {
             &format!("evt_cs_{t}"),
             "checkout.session.completed",
             base,
-            checkout(&format!("cs_{t}"), &customer, &sub_id, Some(t), Some("teams")),
+            checkout_session(&format!("cs_{t}"), &customer, &sub_id, Some(t), Some("teams")),
         );
         let items = [("price_pro_monthly", 1), ("price_teams_monthly", 1)];
         let created = event(
@@ -808,7 +583,7 @@ async fn checkout_and_subscription_grants_converge_in_either_order() {
             &format!("evt_cs2_{t}"),
             "checkout.session.completed",
             base + 1,
-            checkout(&format!("cs_{t}"), &customer, &sub_id, Some(t), Some("teams")),
+            checkout_session(&format!("cs_{t}"), &customer, &sub_id, Some(t), Some("teams")),
         );
         h.deliver(&again).await;
         let e = h.explain(t).await;
@@ -1027,7 +802,7 @@ async fn store_unavailable_answers_5xx_and_the_retry_applies() {
     use sqlx::Connection;
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("locked.db");
-    let mut h = Harness::start(&example_catalog(), &db).await;
+    let mut h = Harness::start(&catalog_path(), &db).await;
     let t = "locked-co";
     let c = "cus_locked";
     let base = now() - 500;
@@ -1087,7 +862,7 @@ async fn store_unavailable_answers_5xx_and_the_retry_applies() {
 async fn replay_after_catalog_fix_grants() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("replay.db");
-    let full = std::fs::read_to_string(example_catalog()).expect("read catalog");
+    let full = std::fs::read_to_string(catalog_path()).expect("read catalog");
     let block = "[[prices]]\nid = \"${STRIPE_AI_ASSISTANT_MONTHLY_PRICE_ID:-price_ai_assistant_monthly}\"\naddon = \"ai_assistant\"\ninterval = \"month\"\n";
     assert!(full.contains(block), "examples/catalog.toml changed: update this test's price block");
     let broken = dir.path().join("catalog-missing-price.toml");
@@ -1102,7 +877,7 @@ async fn replay_after_catalog_fix_grants() {
     assert!(!h.check(t, "ai_assistant").await.allowed);
     h.stop().await;
 
-    let mut h = Harness::start(&example_catalog(), &db).await;
+    let mut h = Harness::start(&catalog_path(), &db).await;
     let ev = h.stored_event("evt_ai").await;
     assert_eq!(ev.status, "failed");
     assert!(ev.error.contains("price_ai_assistant_monthly"));
@@ -1199,9 +974,7 @@ async fn futures_join(h: &Harness, bodies: Vec<String>) -> Vec<Value> {
         .map(|b| {
             let addr = h.http;
             tokio::spawn(async move {
-                let (status, reply) =
-                    post(addr, "/webhooks/stripe", &[("Stripe-Signature", sign(SECRET, now(), &b))], b.as_bytes())
-                        .await;
+                let (status, reply) = post_event(addr, &b, SECRET).await;
                 assert_eq!(status, 200, "{reply}");
                 json_body(&reply)
             })
@@ -1314,7 +1087,7 @@ async fn numeric_addon_quantity_is_not_double_counted() {
             &format!("evt_cs_{t}"),
             "checkout.session.completed",
             base,
-            checkout(&format!("cs_{t}"), &customer, &sub_id, Some(t), Some("ai_assistant")),
+            checkout_session(&format!("cs_{t}"), &customer, &sub_id, Some(t), Some("ai_assistant")),
         );
         let sub = subscription(&sub_id, &customer, Some(t), "active", &[("price_ai_assistant_monthly", 3)], None);
         let created = event(&format!("evt_created_{t}"), "customer.subscription.created", base, sub);
@@ -1344,7 +1117,7 @@ async fn pending_event_applies_when_a_later_event_links_the_customer() {
     h.deliver_expect(&event("evt_link_sub", "customer.subscription.created", base, sub), "pending_tenant").await;
     assert_eq!(h.check(t, "audit_log").await.plan, "free");
     // An add-on bought for the same customer, this time with the tenant named.
-    let cs = checkout("cs_link", "cus_link", "sub_link_addon", Some(t), Some("teams"));
+    let cs = checkout_session("cs_link", "cus_link", "sub_link_addon", Some(t), Some("teams"));
     h.deliver_expect(&event("evt_link_cs", "checkout.session.completed", base + 10, cs), "applied").await;
     let e = h.explain(t).await;
     assert_eq!(plan(&e).key, "premium", "the waiting subscription event applied once the customer was linked");
@@ -1363,7 +1136,7 @@ async fn ignored_event_changes_nothing() {
     h.put_tenant(t, "cus_quiet").await;
     let at = now();
     let snap = h.snapshot(t, at).await;
-    let mut cs = checkout("cs_payment", "cus_quiet", "sub_none", Some(t), Some("teams"));
+    let mut cs = checkout_session("cs_payment", "cus_quiet", "sub_none", Some(t), Some("teams"));
     cs["mode"] = json!("payment");
     cs["subscription"] = Value::Null;
     h.deliver_expect(&event("evt_payment_mode", "checkout.session.completed", now() - 10, cs), "ignored").await;

@@ -1,25 +1,33 @@
-//! Shared helpers for the integration tests that need PostgreSQL, HTTP or Stripe events.
+//! Helpers shared by the integration tests: the running server and its clients, PostgreSQL
+//! databases, raw HTTP ([`http`]) and Stripe deliveries ([`stripe`]).
+//!
+//! Each test binary includes this module with `mod common;` and uses only part of it.
 #![allow(dead_code)]
 
+pub mod http;
+pub mod stripe;
+
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use entitlements::pb::admin_service_client::AdminServiceClient;
+use entitlements::pb::entitlement_service_client::EntitlementServiceClient;
+use tonic::transport::Channel;
 
-/// The PostgreSQL URL of the test suite, or `None` (skip) — unless CI requires PostgreSQL, in
-/// which case a missing URL fails the test.
-pub fn postgres_url() -> Option<String> {
-    match std::env::var("ENTITLEMENTS_TEST_POSTGRES_URL") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ => {
-            assert!(
-                std::env::var("ENTITLEMENTS_REQUIRE_POSTGRES").as_deref() != Ok("1"),
-                "ENTITLEMENTS_REQUIRE_POSTGRES=1 but ENTITLEMENTS_TEST_POSTGRES_URL is not set"
-            );
-            eprintln!("skipped: set ENTITLEMENTS_TEST_POSTGRES_URL to run the PostgreSQL tests");
-            None
-        }
+// ------------------------------------------------------------------ prerequisites
+
+/// The variable naming the PostgreSQL server of the PostgreSQL tests.
+pub const POSTGRES_URL_VAR: &str = "ENTITLEMENTS_TEST_POSTGRES_URL";
+
+/// The PostgreSQL server URL of a test that needs PostgreSQL. Such a test is `#[ignore]`d, so
+/// it only runs when asked for (`-- --ignored`): then a missing URL is a failure, not a skip.
+pub fn require_postgres_url() -> String {
+    match std::env::var(POSTGRES_URL_VAR) {
+        Ok(url) if !url.trim().is_empty() => url.trim().to_string(),
+        _ => panic!(
+            "this test needs PostgreSQL but {POSTGRES_URL_VAR} is not set: set it to a server this \
+             test may create databases on, e.g. {POSTGRES_URL_VAR}=postgres://postgres@127.0.0.1:5432/test"
+        ),
     }
 }
 
@@ -37,11 +45,13 @@ pub fn with_database(url: &str, db: &str) -> String {
 pub async fn fresh_database(url: &str, prefix: &str) -> String {
     use sqlx::Connection;
     let name = format!("{prefix}_{:016x}", rand_u64());
-    let mut admin = sqlx::PgConnection::connect(url).await.expect("connect to PostgreSQL");
+    let mut admin = sqlx::PgConnection::connect(url)
+        .await
+        .unwrap_or_else(|e| panic!("connect to PostgreSQL at {url} ({POSTGRES_URL_VAR}): {e}"));
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut admin)
         .await
-        .expect("create database");
+        .unwrap_or_else(|e| panic!("CREATE DATABASE {name} on {url}: {e}"));
     with_database(url, &name)
 }
 
@@ -52,104 +62,36 @@ pub fn rand_u64() -> u64 {
     h.finish()
 }
 
+// ------------------------------------------------------------------ the server and its clients
+
 pub fn catalog_path() -> PathBuf {
     concat!(env!("CARGO_MANIFEST_DIR"), "/examples/catalog.toml").into()
 }
 
-/// `shared/stripe-fixtures`: beside the clone in CI, or named by `ENTITLEMENTS_STRIPE_FIXTURES`.
-pub fn fixtures_dir() -> PathBuf {
-    let candidates = [
-        std::env::var("ENTITLEMENTS_STRIPE_FIXTURES").ok().map(PathBuf::from),
-        Some(PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/stripe-fixtures"))),
-        Some(PathBuf::from("/work/shared/stripe-fixtures")),
-    ];
-    candidates
-        .into_iter()
-        .flatten()
-        .find(|p| p.join("subscription.json").exists())
-        .expect("shared/stripe-fixtures not found")
-}
-
-pub fn fixture(name: &str) -> serde_json::Value {
-    let text = std::fs::read_to_string(fixtures_dir().join(name)).expect("read fixture");
-    serde_json::from_str(&text).expect("fixture is JSON")
-}
-
-/// An event envelope (from the fixture) around `object`.
-pub fn event(id: &str, event_type: &str, created: i64, object: serde_json::Value) -> String {
-    let mut e = fixture("event_envelope.json");
-    e["id"] = id.into();
-    e["type"] = event_type.into();
-    e["created"] = created.into();
-    e["livemode"] = false.into();
-    e["data"] = serde_json::json!({ "object": object });
-    e.to_string()
-}
-
-/// A `checkout.session.completed` object in subscription mode.
-pub fn checkout_session(
-    session: &str,
-    tenant: &str,
-    customer: &str,
-    subscription: &str,
-    addon: Option<&str>,
-) -> serde_json::Value {
-    let mut s = fixture("checkout_session.json");
-    s["id"] = session.into();
-    s["mode"] = "subscription".into();
-    s["status"] = "complete".into();
-    s["payment_status"] = "paid".into();
-    s["customer"] = customer.into();
-    s["subscription"] = subscription.into();
-    let mut md = serde_json::json!({ "tenant_id": tenant });
-    if let Some(a) = addon {
-        md["addon"] = a.into();
-    }
-    s["metadata"] = md;
-    s
-}
-
-/// `Stripe-Signature` the way Stripe computes it: HMAC-SHA256 over `t.body`.
-pub fn sign(body: &str, secret: &str, t: i64) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
-    mac.update(format!("{t}.{body}").as_bytes());
-    format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
+/// A local address nobody listens on (yet).
+pub fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr")
 }
 
 pub fn now() -> i64 {
     entitlements::service::unix_now()
 }
 
-/// A minimal HTTP/1.1 request over TCP; returns (status, body).
-pub async fn http(
-    addr: std::net::SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let mut req =
-        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).await.expect("write");
-    s.write_all(body.as_bytes()).await.expect("write");
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).await.expect("read");
-    let text = String::from_utf8_lossy(&out).to_string();
-    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    (status, body)
+pub fn ts(t: i64) -> Option<prost_types::Timestamp> {
+    Some(prost_types::Timestamp { seconds: t, nanos: 0 })
 }
 
-/// POST a signed Stripe event to `/webhooks/stripe`.
-pub async fn post_event(addr: std::net::SocketAddr, body: &str, secret: &str) -> (u16, String) {
-    let sig = sign(body, secret, now());
-    http(addr, "POST", "/webhooks/stripe", &[("Stripe-Signature", &sig), ("Content-Type", "application/json")], body)
-        .await
+pub type DataClient = EntitlementServiceClient<Channel>;
+pub type AdminClient = AdminServiceClient<Channel>;
+
+/// A data-plane client of the server whose gRPC address is `addr`.
+pub async fn data_client(addr: SocketAddr) -> DataClient {
+    EntitlementServiceClient::connect(format!("http://{addr}")).await.expect("connect data plane")
+}
+
+/// An admin-plane client of the server whose gRPC address is `addr`.
+pub async fn admin_client(addr: SocketAddr) -> AdminClient {
+    AdminServiceClient::connect(format!("http://{addr}")).await.expect("connect admin plane")
 }
 
 /// A request with `authorization: Bearer <token>`.
@@ -158,8 +100,6 @@ pub fn with_token<T>(token: &str, msg: T) -> tonic::Request<T> {
     r.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("header"));
     r
 }
-
-type DataClient = entitlements::pb::entitlement_service_client::EntitlementServiceClient<tonic::transport::Channel>;
 
 pub async fn check(c: &mut DataClient, tenant: &str, feature: &str) -> entitlements::pb::Decision {
     let req =
