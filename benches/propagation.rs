@@ -52,7 +52,7 @@ fn checkout_event(n: u32, tenant: &str) -> String {
     let mut e = fixture("event_envelope.json");
     e["id"] = format!("evt_bench_{n}").into();
     e["type"] = "checkout.session.completed".into();
-    e["created"] = entitlements::service::unix_now().into();
+    e["created"] = entitlements::clock::unix_now().into();
     e["livemode"] = false.into();
     e["data"] = serde_json::json!({ "object": s });
     e.to_string()
@@ -60,7 +60,7 @@ fn checkout_event(n: u32, tenant: &str) -> String {
 
 async fn post_signed(addr: std::net::SocketAddr, body: &str) -> u16 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let t = entitlements::service::unix_now();
+    let t = entitlements::clock::unix_now();
     let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).expect("key");
     mac.update(format!("{t}.{body}").as_bytes());
     let sig = format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()));

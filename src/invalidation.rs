@@ -8,10 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::backoff::Backoff;
 use crate::service::Service;
+use crate::shutdown::Shutdown;
 use crate::store::sql::CHANGES_CHANNEL;
 use crate::telemetry;
 
@@ -35,35 +36,33 @@ async fn connect(url: &str, name: &str) -> Result<PgListener, sqlx::Error> {
     Ok(listener)
 }
 
-async fn stopped(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|s| *s).await;
-}
-
 /// Run the listener until `shutdown`; reconnects with backoff by itself.
-pub fn spawn(url: String, name: String, service: Arc<Service>, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+pub fn spawn(url: String, name: String, service: Arc<Service>, mut shutdown: Shutdown) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         loop {
             let mut listener = tokio::select! {
-                _ = stopped(&mut shutdown) => return,
+                _ = shutdown.fired() => return,
                 l = connect(&url, &name) => match l {
                     Ok(l) => l,
                     Err(e) => {
-                        tracing::warn!(error = %e, ?backoff, "invalidation listener cannot connect; retrying");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
-                        continue;
+                        let pause = backoff.next_delay();
+                        tracing::warn!(error = %e, ?pause, "invalidation listener cannot connect; retrying");
+                        tokio::select! {
+                            _ = shutdown.fired() => return,
+                            _ = tokio::time::sleep(pause) => continue,
+                        }
                     }
                 },
             };
-            backoff = Duration::from_millis(100);
+            backoff.reset();
             // Anything cached before we were listening may have missed a notification.
             service.flush();
             metrics::counter!(telemetry::LISTENER_RECONNECTS).increment(1);
             tracing::info!("invalidation listener connected; cache flushed");
             loop {
                 let next = tokio::select! {
-                    _ = stopped(&mut shutdown) => return,
+                    _ = shutdown.fired() => return,
                     n = listener.try_recv() => n,
                 };
                 match next {

@@ -3,34 +3,45 @@
 //!
 //! # Layout
 //!
-//! The **pure core** has no IO, no clock reads and no async; time is an argument:
+//! **Core** — the workspace crate `entitlements-core` (`core/`): the domain, with no IO, no
+//! clock reads and no async (its `Cargo.toml` has no tokio, sqlx, tonic, hyper, axum or moka,
+//! so that is a compiler fact). Re-exported here under the paths the shell uses:
 //!
 //! - [`catalog`] — features, plans, add-ons, price map, lifecycle policy; loading and validation (SPEC §2).
 //! - [`tenant`] — the stored state of one tenant: subscriptions, assignments, grants, overrides (SPEC §2).
+//! - [`command`] — every admin change as data: `validate` (may it be made?) and `apply` (what it does, audited).
+//! - [`billing`] — Stripe facts through the price map and what each does to a tenant; one ordering rule (SPEC §7).
 //! - [`lifecycle`] — trial, soft lock, hard lock, archive, past due; notices (SPEC §3.5).
-//! - [`usage`] — usage periods and limit arithmetic for metered features (SPEC §2, §4).
+//! - [`usage`] — usage periods, report validation, the counter rule the store runs atomically (SPEC §2, §4).
 //! - [`resolve`] — `resolve(catalog, state, now)`: plan choice, values, `valid_until` (SPEC §3).
-//! - [`decide`] — `decide(resolved, feature, quantity, intent)`: the decision (SPEC §3).
-//! - [`explain`] — Explain's view, built from the same two functions (SPEC §4).
+//! - [`decide`] — `decide(resolved, feature, quantity, intent)`: the decision; the usage gate (SPEC §3).
+//! - [`explain`] — Explain's view, built from the same functions (SPEC §4).
 //!
-//! The **shell** translates between the world and the core:
+//! **Shell** — this crate (`src/`): translates between the world and the core, decides nothing.
 //!
-//! - [`store`] — the store trait and its sqlx implementation, SQLite by default (SPEC §6).
+//! - [`store`] — one trait per concern (tenant state, usage, audit, Stripe event log) and the
+//!   sqlx implementation, SQLite by default (SPEC §6). It loads, runs the core, saves.
 //! - [`cache`] — the moka cache of resolved tenants and of usage (SPEC §5).
-//! - [`service`] — the decision service: cache + store + core, the one place both planes call.
-//! - [`grpc`] — tonic services, proto conversions, the error → status mapping (SPEC §4).
-//! - [`stripe`] — verifying and translating Stripe webhook events (SPEC §7).
+//! - [`service`] — cache + stores + core, the one place both planes call; by plane:
+//!   `decisions`, `admin`, `billing`. Its `ServiceError` is what every failure becomes.
+//! - [`grpc`] — tonic services; `grpc::convert`, every protobuf ↔ domain conversion; the one
+//!   error → status mapping (SPEC §4).
+//! - [`stripe`] — verifying webhook deliveries and reading async-stripe's types into core facts (SPEC §7).
 //! - [`feed`] — the numbered, resumable feed of tenant changes behind `Watch` (SPEC §5).
-//! - [`relay`] — relay (sidecar) mode: a store backed by the upstream service, fed by `Watch`.
+//! - [`relay`] — relay (sidecar) mode: tenant state, usage and audit from the upstream, fed by `Watch`.
 //! - [`invalidation`] — cross-replica cache invalidation over PostgreSQL LISTEN/NOTIFY (SPEC §5).
 //! - [`http`] — the HTTP listener: the Stripe webhook, health, readiness, metrics (SPEC §7, §8).
 //! - [`telemetry`] — Prometheus metric names and the recorder behind `/metrics` (SPEC §8).
 //! - [`config`] — CLI flags and `ENTITLEMENTS_*` environment variables (SPEC §8).
-//! - [`server`] — wiring: starts the gRPC and HTTP listeners, graceful shutdown.
+//! - [`server`] — wiring: starts the gRPC and HTTP listeners.
+//! - [`clock`] — the one clock (clippy refuses `SystemTime::now`/`Instant::now` anywhere else).
+//! - [`shutdown`] — the one shutdown signal every listener and task waits on.
+//! - [`backoff`] — the one reconnect backoff (doubling, with jitter).
 
 /// The pure core, re-exported under the paths the shell has always used.
 pub use entitlements_core::{billing, catalog, command, decide, explain, lifecycle, resolve, tenant, usage};
 
+pub mod backoff;
 pub mod cache;
 pub mod clock;
 pub mod config;
@@ -41,6 +52,7 @@ pub mod invalidation;
 pub mod relay;
 pub mod server;
 pub mod service;
+pub mod shutdown;
 pub mod store;
 pub mod stripe;
 pub mod telemetry;

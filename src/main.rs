@@ -41,7 +41,7 @@ async fn run(command: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
             tokio::spawn(async move {
                 shutdown_signal().await;
                 tracing::info!("shutting down: draining in-flight requests");
-                let _ = stop.send(true);
+                stop.fire();
             });
             running.wait().await?;
             Ok(ExitCode::SUCCESS)
@@ -92,27 +92,32 @@ async fn run(command: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
             let at = at.map(|s| humantime::parse_rfc3339(&s).map(prost_types::Timestamp::from)).transpose()?;
             let mut client = EntitlementServiceClient::connect(addr).await?;
             let e = client.explain(ExplainRequest { tenant_id: tenant, features, at }).await?.into_inner();
-            let plan = e.plan.unwrap_or_default();
-            let lc = e.lifecycle.unwrap_or_default();
-            println!("tenant {} (known: {}, revision {}, edition {})", e.tenant_id, e.known, e.revision, e.edition);
-            println!("plan: {}", plan.summary);
-            println!("lifecycle: {}", lc.summary);
-            for n in &e.notices {
-                println!("notice: {} {}", n.kind().as_str_name(), n.message);
-            }
-            for f in &e.features {
-                println!("  {}", f.summary);
-            }
-            for o in &e.trial_offers {
-                println!(
-                    "offer {}: {}{}",
-                    o.key,
-                    if o.open { "open" } else { "closed" },
-                    if o.reason.is_empty() { String::new() } else { format!(" ({})", o.reason) }
-                );
-            }
+            print_explanation(e);
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// `entitlements explain`: the explanation, for a human.
+fn print_explanation(e: pb::ExplainResponse) {
+    let plan = e.plan.unwrap_or_default();
+    let lc = e.lifecycle.unwrap_or_default();
+    println!("tenant {} (known: {}, revision {}, edition {})", e.tenant_id, e.known, e.revision, e.edition);
+    println!("plan: {}", plan.summary);
+    println!("lifecycle: {}", lc.summary);
+    for n in &e.notices {
+        println!("notice: {} {}", n.kind().as_str_name(), n.message);
+    }
+    for f in &e.features {
+        println!("  {}", f.summary);
+    }
+    for o in &e.trial_offers {
+        println!(
+            "offer {}: {}{}",
+            o.key,
+            if o.open { "open" } else { "closed" },
+            if o.reason.is_empty() { String::new() } else { format!(" ({})", o.reason) }
+        );
     }
 }
 

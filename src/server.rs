@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
 
 use crate::catalog::{Catalog, CatalogError, Edition};
 use crate::config::{EditionArg, ServeArgs};
@@ -20,6 +20,7 @@ use crate::pb::admin_service_server::AdminServiceServer;
 use crate::pb::entitlement_service_server::EntitlementServiceServer;
 use crate::relay::{UpstreamConfig, UpstreamStore};
 use crate::service::Service;
+use crate::shutdown::{self, Shutdown, Trigger};
 use crate::store::sql::{Backend, SqlStore};
 use crate::store::{StoreError, Stores};
 
@@ -51,13 +52,15 @@ pub fn load_catalog(path: &Path) -> Result<Catalog, ServerError> {
         .map_err(|source| ServerError::Catalog { path: path.display().to_string(), source })
 }
 
+type GrpcTask = JoinHandle<Result<(), tonic::transport::Error>>;
+
 /// A started server: its bound addresses, the service, and a way to stop it.
 pub struct Running {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
     pub service: Arc<Service>,
-    shutdown: watch::Sender<bool>,
-    grpc: JoinHandle<Result<(), tonic::transport::Error>>,
+    shutdown: Trigger,
+    grpc: GrpcTask,
     http: JoinHandle<Result<(), std::io::Error>>,
     /// Listener, watch follower and readiness tasks; they stop on the same signal.
     background: Vec<JoinHandle<()>>,
@@ -66,7 +69,7 @@ pub struct Running {
 impl Running {
     /// Stop accepting, drain in-flight RPCs, and wait for both listeners to finish.
     pub async fn stop(self) -> Result<(), ServerError> {
-        let _ = self.shutdown.send(true);
+        self.shutdown.fire();
         self.wait().await
     }
 
@@ -80,75 +83,27 @@ impl Running {
         http.map_err(ServerError::Http)
     }
 
-    pub fn shutdown_handle(&self) -> watch::Sender<bool> {
+    pub fn shutdown_handle(&self) -> Trigger {
         self.shutdown.clone()
     }
 }
 
 /// Load everything, bind both listeners and start serving in the background.
 pub async fn start(args: &ServeArgs) -> Result<Running, ServerError> {
-    let mut catalog = load_catalog(&args.catalog)?;
-    if let Some(e) = args.edition {
-        catalog = catalog.with_edition(match e {
-            EditionArg::Ee => Edition::Ee,
-            EditionArg::Ce => Edition::Ce,
-        });
-    }
-    if let Some(handle) = crate::telemetry::install() {
-        // Histogram samples are only drained by upkeep: without it, memory grows and every
-        // recording slows until someone scrapes `/metrics`.
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(5));
-            loop {
-                tick.tick().await;
-                handle.run_upkeep();
-            }
-        });
-    }
-    // The store: the database, or (relay mode) the upstream service.
-    let (stores, backend, upstream): (Stores, Option<Backend>, Option<UpstreamStore>) = match &args.upstream {
-        Some(url) => {
-            let ca = match &args.upstream_ca {
-                Some(p) => Some(
-                    std::fs::read(p).map_err(|source| ServerError::File { path: p.display().to_string(), source })?,
-                ),
-                None => None,
-            };
-            let cfg = UpstreamConfig {
-                url: url.clone(),
-                token: args.upstream_token.clone().or(args.admin_token.clone()),
-                ca,
-            };
-            let up = UpstreamStore::connect(&cfg)?;
-            (up.stores(), None, Some(up))
-        }
-        None => {
-            let store = SqlStore::connect(&args.database_url).await?;
-            store.migrate().await?;
-            let backend = store.backend();
-            (Stores::sql(store), Some(backend), None)
-        }
-    };
+    let catalog = configured_catalog(args)?;
+    spawn_metrics_upkeep();
+    let (stores, backend, upstream) = open_stores(args).await?;
     let service =
         Arc::new(Service::new(Arc::new(catalog), stores, args.cache_capacity, args.max_ttl, args.stale_if_error));
 
-    let grpc_listener =
-        TcpListener::bind(args.grpc_addr).await.map_err(|source| ServerError::Bind { addr: args.grpc_addr, source })?;
-    let http_listener =
-        TcpListener::bind(args.http_addr).await.map_err(|source| ServerError::Bind { addr: args.http_addr, source })?;
-    let grpc_addr = grpc_listener.local_addr().map_err(|source| ServerError::Bind { addr: args.grpc_addr, source })?;
-    let http_addr = http_listener.local_addr().map_err(|source| ServerError::Bind { addr: args.http_addr, source })?;
-
-    let (health, health_service) = tonic_health::server::health_reporter();
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
-    let (shutdown, rx) = watch::channel(false);
+    let bind = |addr: SocketAddr| async move {
+        let listener = TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })?;
+        let local = listener.local_addr().map_err(|source| ServerError::Bind { addr, source })?;
+        Ok::<_, ServerError>((listener, local))
+    };
+    let (grpc_listener, grpc_addr) = bind(args.grpc_addr).await?;
+    let (http_listener, http_addr) = bind(args.http_addr).await?;
+    let (shutdown, rx) = shutdown::channel();
 
     let mut background = Vec::new();
     // Several replicas share PostgreSQL: listen for each other's changes.
@@ -160,24 +115,90 @@ pub async fn start(args: &ServeArgs) -> Result<Running, ServerError> {
     if let Some(up) = upstream {
         background.push(crate::relay::spawn_watch(up, Arc::clone(&service), rx.clone()));
     }
-    // Readiness follows the store (or upstream): serving only while it answers.
-    // Decided before the listener accepts anything: never SERVING before the store answers.
-    set_ready(&health, service.ready().await).await;
+    let (grpc, health) = spawn_grpc(args, &service, grpc_listener, rx.clone()).await?;
     background.push(tokio::spawn(readiness(Arc::clone(&service), health, rx.clone())));
+    let webhook = crate::http::WebhookConfig {
+        secrets: args.stripe_webhook_secrets.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+        livemode: args.stripe_livemode,
+        body_limit: args.webhook_body_limit,
+    };
+    let app = crate::http::router(Arc::clone(&service), webhook);
+    let http =
+        tokio::spawn(async move { axum::serve(http_listener, app).with_graceful_shutdown(rx.into_future()).await });
+    tracing::info!(%grpc_addr, %http_addr, edition = %service.catalog().edition, relay = args.upstream.is_some(), "serving");
+    Ok(Running { grpc_addr, http_addr, service, shutdown, grpc, http, background })
+}
 
+/// The catalog file, with the deployment's edition override.
+fn configured_catalog(args: &ServeArgs) -> Result<Catalog, ServerError> {
+    let catalog = load_catalog(&args.catalog)?;
+    Ok(match args.edition {
+        Some(EditionArg::Ee) => catalog.with_edition(Edition::Ee),
+        Some(EditionArg::Ce) => catalog.with_edition(Edition::Ce),
+        None => catalog,
+    })
+}
+
+/// Histogram samples are only drained by upkeep: without it, memory grows and every recording
+/// slows until someone scrapes `/metrics`.
+fn spawn_metrics_upkeep() {
+    if let Some(handle) = crate::telemetry::install() {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                handle.run_upkeep();
+            }
+        });
+    }
+}
+
+fn read_file(p: &Path) -> Result<Vec<u8>, ServerError> {
+    std::fs::read(p).map_err(|source| ServerError::File { path: p.display().to_string(), source })
+}
+
+/// The stores: the database, or (relay mode) the upstream service.
+async fn open_stores(args: &ServeArgs) -> Result<(Stores, Option<Backend>, Option<UpstreamStore>), ServerError> {
+    if let Some(url) = &args.upstream {
+        let ca = args.upstream_ca.as_deref().map(read_file).transpose()?;
+        let token = args.upstream_token.clone().or(args.admin_token.clone());
+        let up = UpstreamStore::connect(&UpstreamConfig { url: url.clone(), token, ca })?;
+        return Ok((up.stores(), None, Some(up)));
+    }
+    let store = SqlStore::connect(&args.database_url).await?;
+    store.migrate().await?;
+    let backend = store.backend();
+    Ok((Stores::sql(store), Some(backend), None))
+}
+
+/// Both planes, health and reflection — behind TLS (if configured), the request timeout and
+/// the global concurrency limit — served on `listener` until shutdown.
+async fn spawn_grpc(
+    args: &ServeArgs,
+    service: &Arc<Service>,
+    listener: TcpListener,
+    rx: Shutdown,
+) -> Result<(GrpcTask, HealthReporter), ServerError> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    // Readiness follows the store (or upstream): serving only while it answers. Decided before
+    // the listener accepts anything: never SERVING before the store answers.
+    set_ready(&health, service.ready().await).await;
+    let descriptors = |b: tonic_reflection::server::Builder<'static>| {
+        b.register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = descriptors(tonic_reflection::server::Builder::configure()).build_v1()?;
+    let reflection_v1alpha = descriptors(tonic_reflection::server::Builder::configure()).build_v1alpha()?;
     let admin_auth = BearerAuth::admin(args.admin_token.as_deref());
-    let data = DataApi::new(Arc::clone(&service), args.watch_heartbeat, rx.clone());
-    let admin = AdminServiceServer::with_interceptor(AdminApi::new(Arc::clone(&service)), move |r| admin_auth.check(r));
+    let data = DataApi::new(Arc::clone(service), args.watch_heartbeat, rx.clone());
+    let admin = AdminServiceServer::with_interceptor(AdminApi::new(Arc::clone(service)), move |r| admin_auth.check(r));
 
     let mut builder = Server::builder()
         .timeout(args.request_timeout)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)));
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
-        let read = |p: &std::path::PathBuf| {
-            std::fs::read(p).map_err(|source| ServerError::File { path: p.display().to_string(), source })
-        };
-        let identity = Identity::from_pem(read(cert)?, read(key)?);
+        let identity = Identity::from_pem(read_file(cert)?, read_file(key)?);
         builder = builder.tls_config(ServerTlsConfig::new().identity(identity))?;
     }
     // Overload: beyond the global limit, shed at once (RESOURCE_EXHAUSTED) rather than queue.
@@ -194,38 +215,20 @@ pub async fn start(args: &ServeArgs) -> Result<Running, ServerError> {
         Some(auth) => router.add_service(EntitlementServiceServer::with_interceptor(data, move |r| auth.check(r))),
         None => router.add_service(EntitlementServiceServer::new(data)),
     };
-    let grpc = tokio::spawn(
-        router
-            // Socket options on every accepted socket: the builder's `tcp_nodelay`/keepalive only
-            // cover listeners it binds itself. Nagle + delayed ACK would add ~40 ms to small
-            // writes (Watch, batch replies); TCP keepalive finds peers that vanished without a FIN.
-            .serve_with_incoming_shutdown(
-                TcpIncoming::from(grpc_listener).with_nodelay(Some(true)).with_keepalive(Some(Duration::from_secs(60))),
-                signalled(rx.clone()),
-            ),
-    );
-    let webhook = crate::http::WebhookConfig {
-        secrets: args.stripe_webhook_secrets.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
-        livemode: args.stripe_livemode,
-        body_limit: args.webhook_body_limit,
-    };
-    let app = crate::http::router(Arc::clone(&service), webhook);
-    let http = tokio::spawn(async move { axum::serve(http_listener, app).with_graceful_shutdown(signalled(rx)).await });
-    tracing::info!(%grpc_addr, %http_addr, edition = %service.catalog().edition, relay = args.upstream.is_some(), "serving");
-    Ok(Running { grpc_addr, http_addr, service, shutdown, grpc, http, background })
+    // Socket options on every accepted socket: the builder's `tcp_nodelay`/keepalive only cover
+    // listeners it binds itself. Nagle + delayed ACK would add ~40 ms to small writes (Watch,
+    // batch replies); TCP keepalive finds peers that vanished without a FIN.
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true)).with_keepalive(Some(Duration::from_secs(60)));
+    Ok((tokio::spawn(router.serve_with_incoming_shutdown(incoming, rx.into_future())), health))
 }
 
-async fn set_ready(health: &tonic_health::server::HealthReporter, ready: bool) {
+async fn set_ready(health: &HealthReporter, ready: bool) {
     let status = if ready { ServingStatus::Serving } else { ServingStatus::NotServing };
     health.set_service_status("", status).await;
     health.set_service_status("entitlements.v1.EntitlementService", status).await;
 }
 
-async fn readiness(
-    service: Arc<Service>,
-    health: tonic_health::server::HealthReporter,
-    mut stop: watch::Receiver<bool>,
-) {
+async fn readiness(service: Arc<Service>, health: HealthReporter, mut stop: Shutdown) {
     let mut was = None;
     loop {
         let ready = service.ready().await;
@@ -236,12 +239,8 @@ async fn readiness(
         }
         let pause = if ready { Duration::from_secs(2) } else { Duration::from_millis(200) };
         tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
+            _ = stop.fired() => return,
             _ = tokio::time::sleep(pause) => {}
         }
     }
-}
-
-async fn signalled(mut rx: watch::Receiver<bool>) {
-    let _ = rx.wait_for(|stop| *stop).await;
 }

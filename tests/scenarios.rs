@@ -1525,7 +1525,7 @@ impl ServerWorld {
             relay,
             data,
             admin,
-            t0: entitlements::service::unix_now(),
+            t0: entitlements::clock::unix_now(),
             default_tenant: l.scenario.tenant.clone(),
             file: l.file.clone(),
             _dir: dir,

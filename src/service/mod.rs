@@ -21,8 +21,7 @@ use crate::store::{StoreError, Stores};
 use crate::telemetry::{self, Stats};
 use crate::tenant::validate_tenant_id;
 
-/// Kept for callers that read the clock through the service (tests, benches).
-pub use crate::clock::unix_now;
+use crate::clock::unix_now;
 
 /// What went wrong, for the one mapping to gRPC statuses in `grpc` (and HTTP statuses in `http`).
 #[derive(Debug, thiserror::Error)]

@@ -3,6 +3,7 @@
 //! [`SqlStore`]: load, apply the core's command, save what changed — in one transaction.
 
 use async_trait::async_trait;
+use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use super::sql::SqlStore;
@@ -45,83 +46,46 @@ UNION ALL SELECT 4, feature, value_json, actor, rationale, NULL, NULL, set_at, e
   FROM overrides WHERE tenant_id = $1 \
 ORDER BY k, t1, t2";
 
+/// One row of [`LOAD_TENANT`], read by position (k = 0, t1..t6 = 1..6, n1..n6 = 7..12): no
+/// column-name lookups per field.
+struct Cols<'a> {
+    row: &'a AnyRow,
+    tenant_id: &'a str,
+}
+
+impl Cols<'_> {
+    fn text(&self, i: usize) -> Result<Option<String>, StoreError> {
+        Ok(self.row.try_get::<Option<String>, _>(i)?)
+    }
+    fn req_text(&self, i: usize) -> Result<String, StoreError> {
+        self.text(i)?.ok_or_else(|| StoreError::Corrupt(format!("tenant {}: column t{i} is NULL", self.tenant_id)))
+    }
+    fn num(&self, i: usize) -> Result<Option<i64>, StoreError> {
+        Ok(self.row.try_get::<Option<i64>, _>(6 + i)?)
+    }
+    fn req_num(&self, i: usize) -> Result<i64, StoreError> {
+        self.num(i)?.ok_or_else(|| StoreError::Corrupt(format!("tenant {}: column n{i} is NULL", self.tenant_id)))
+    }
+}
+
 /// Load a tenant through any connection (a pooled one, or a transaction's).
 pub(super) async fn load_tenant(conn: &mut AnyConnection, tenant_id: &str) -> Result<TenantState, StoreError> {
     let rows = sqlx::query(LOAD_TENANT).bind(tenant_id).fetch_all(&mut *conn).await?;
     let mut state = TenantState::unknown(tenant_id);
-    for r in &rows {
-        // By position (k = 0, t1..t6 = 1..6, n1..n6 = 7..12): no column-name lookups per field.
-        let text = |i: usize| r.try_get::<Option<String>, _>(i);
-        let req_text = |i: usize| -> Result<String, StoreError> {
-            text(i)?.ok_or_else(|| StoreError::Corrupt(format!("tenant {tenant_id}: column t{i} is NULL")))
-        };
-        let num = |i: usize| r.try_get::<Option<i64>, _>(6 + i);
-        let req_num = |i: usize| -> Result<i64, StoreError> {
-            num(i)?.ok_or_else(|| StoreError::Corrupt(format!("tenant {tenant_id}: column n{i} is NULL")))
-        };
-        match r.try_get::<i64, _>(0)? {
-            0 => {
-                state.known = true;
-                state.revision = u64::try_from(req_num(1)?).unwrap_or(0);
-                state.stripe_customer_id = text(1)?;
-                state.trial = match (num(2)?, num(3)?) {
-                    (Some(start), Some(end)) => Some(Trial { start, end }),
-                    _ => None,
-                };
-                state.archived = req_num(4)? != 0;
-                state.last_change = text(2)?.map(|actor| Change {
-                    actor,
-                    at: num(5).ok().flatten().unwrap_or_default(),
-                    rationale: text(3).ok().flatten().unwrap_or_default(),
-                    origin: text(4).ok().flatten().unwrap_or_default(),
-                });
-            }
-            1 => state.subscriptions.push(Subscription {
-                id: req_text(1)?,
-                status: status(&req_text(2)?)?,
-                plan: text(3)?,
-                interval: interval(text(4)?),
-                seats: num(1)?,
-                trial_end: num(2)?,
-                current_period_start: num(3)?,
-                current_period_end: num(4)?,
-                cancel_at_period_end: req_num(5)? != 0,
-                last_event_created: req_num(6)?,
-                last_event_id: req_text(5)?,
-            }),
+    for row in &rows {
+        let c = Cols { row, tenant_id };
+        match row.try_get::<i64, _>(0)? {
+            0 => read_tenant_row(&mut state, &c)?,
+            1 => state.subscriptions.push(subscription_row(&c)?),
             2 => state.plan_assignments.push(PlanAssignment {
-                plan: req_text(1)?,
-                actor: req_text(2)?,
-                rationale: req_text(3)?,
-                assigned_at: req_num(1)?,
-                expires_at: num(2)?,
+                plan: c.req_text(1)?,
+                actor: c.req_text(2)?,
+                rationale: c.req_text(3)?,
+                assigned_at: c.req_num(1)?,
+                expires_at: c.num(2)?,
             }),
-            3 => {
-                let key = req_text(2)?;
-                let origin = GrantOrigin::from_key(&key)
-                    .ok_or_else(|| StoreError::Corrupt(format!("tenant {tenant_id}: grant origin `{key}`")))?;
-                state.addon_grants.push(AddOnGrant {
-                    addon: req_text(1)?,
-                    quantity: req_num(1)?,
-                    origin,
-                    actor: req_text(5)?,
-                    rationale: req_text(6)?,
-                    granted_at: req_num(2)?,
-                    expires_at: num(3)?,
-                });
-            }
-            4 => {
-                let raw = req_text(2)?;
-                state.overrides.push(Override {
-                    feature: req_text(1)?,
-                    value: serde_json::from_str(&raw)
-                        .map_err(|e| StoreError::Corrupt(format!("override value `{raw}`: {e}")))?,
-                    actor: req_text(3)?,
-                    rationale: req_text(4)?,
-                    set_at: req_num(1)?,
-                    expires_at: num(2)?,
-                });
-            }
+            3 => state.addon_grants.push(grant_row(&c)?),
+            4 => state.overrides.push(override_row(&c)?),
             other => return Err(StoreError::Corrupt(format!("tenant {tenant_id}: row kind {other}"))),
         }
     }
@@ -130,6 +94,67 @@ pub(super) async fn load_tenant(conn: &mut AnyConnection, tenant_id: &str) -> Re
         return Ok(TenantState::unknown(tenant_id));
     }
     Ok(state)
+}
+
+fn read_tenant_row(state: &mut TenantState, c: &Cols) -> Result<(), StoreError> {
+    state.known = true;
+    state.revision = u64::try_from(c.req_num(1)?).unwrap_or(0);
+    state.stripe_customer_id = c.text(1)?;
+    state.trial = match (c.num(2)?, c.num(3)?) {
+        (Some(start), Some(end)) => Some(Trial { start, end }),
+        _ => None,
+    };
+    state.archived = c.req_num(4)? != 0;
+    state.last_change = c.text(2)?.map(|actor| Change {
+        actor,
+        at: c.num(5).ok().flatten().unwrap_or_default(),
+        rationale: c.text(3).ok().flatten().unwrap_or_default(),
+        origin: c.text(4).ok().flatten().unwrap_or_default(),
+    });
+    Ok(())
+}
+
+fn subscription_row(c: &Cols) -> Result<Subscription, StoreError> {
+    Ok(Subscription {
+        id: c.req_text(1)?,
+        status: status(&c.req_text(2)?)?,
+        plan: c.text(3)?,
+        interval: interval(c.text(4)?),
+        seats: c.num(1)?,
+        trial_end: c.num(2)?,
+        current_period_start: c.num(3)?,
+        current_period_end: c.num(4)?,
+        cancel_at_period_end: c.req_num(5)? != 0,
+        last_event_created: c.req_num(6)?,
+        last_event_id: c.req_text(5)?,
+    })
+}
+
+fn grant_row(c: &Cols) -> Result<AddOnGrant, StoreError> {
+    let key = c.req_text(2)?;
+    let origin = GrantOrigin::from_key(&key)
+        .ok_or_else(|| StoreError::Corrupt(format!("tenant {}: grant origin `{key}`", c.tenant_id)))?;
+    Ok(AddOnGrant {
+        addon: c.req_text(1)?,
+        quantity: c.req_num(1)?,
+        origin,
+        actor: c.req_text(5)?,
+        rationale: c.req_text(6)?,
+        granted_at: c.req_num(2)?,
+        expires_at: c.num(3)?,
+    })
+}
+
+fn override_row(c: &Cols) -> Result<Override, StoreError> {
+    let raw = c.req_text(2)?;
+    Ok(Override {
+        feature: c.req_text(1)?,
+        value: serde_json::from_str(&raw).map_err(|e| StoreError::Corrupt(format!("override value `{raw}`: {e}")))?,
+        actor: c.req_text(3)?,
+        rationale: c.req_text(4)?,
+        set_at: c.req_num(1)?,
+        expires_at: c.num(2)?,
+    })
 }
 
 /// Bump (or create) the tenant row as the transaction's first statement: it takes the write

@@ -74,7 +74,7 @@ pub fn free_addr() -> SocketAddr {
 }
 
 pub fn now() -> i64 {
-    entitlements::service::unix_now()
+    entitlements::clock::unix_now()
 }
 
 pub fn ts(t: i64) -> Option<prost_types::Timestamp> {
