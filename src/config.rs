@@ -116,15 +116,24 @@ pub struct ServeArgs {
     /// database (e.g. `http://entitlements:50051`).
     #[arg(long, env = "ENTITLEMENTS_UPSTREAM")]
     pub upstream: Option<String>,
-    /// Bearer token sent to the upstream (relay mode); defaults to --admin-token.
+    /// Relay mode: the bearer token for the upstream's data plane and change feed (the
+    /// upstream's --relay-token, or its admin token); defaults to --admin-token.
     #[arg(long, env = "ENTITLEMENTS_UPSTREAM_TOKEN", hide_env_values = true)]
     pub upstream_token: Option<String>,
+    /// Relay mode: the bearer token for admin changes forwarded to the upstream's admin plane;
+    /// defaults to --admin-token.
+    #[arg(long, env = "ENTITLEMENTS_UPSTREAM_ADMIN_TOKEN", hide_env_values = true)]
+    pub upstream_admin_token: Option<String>,
     /// PEM CA bundle to verify an `https://` upstream (relay mode).
     #[arg(long, env = "ENTITLEMENTS_UPSTREAM_CA")]
     pub upstream_ca: Option<PathBuf>,
     /// Optional bearer token required on the data plane (EntitlementService).
     #[arg(long, env = "ENTITLEMENTS_DATA_TOKEN", hide_env_values = true)]
     pub data_token: Option<String>,
+    /// Bearer token that relays present for the change feed (`Watch`) and full tenant state
+    /// (`GetTenantState`); the admin token works too. Without either, those two RPCs are closed.
+    #[arg(long, env = "ENTITLEMENTS_RELAY_TOKEN", hide_env_values = true)]
+    pub relay_token: Option<String>,
     /// Serve gRPC over TLS with this PEM certificate chain (needs --tls-key).
     #[arg(long, env = "ENTITLEMENTS_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -138,6 +147,24 @@ pub struct ServeArgs {
     /// with RESOURCE_EXHAUSTED instead of queueing.
     #[arg(long, env = "ENTITLEMENTS_MAX_CONCURRENT_REQUESTS", default_value_t = 4096)]
     pub max_concurrent_requests: usize,
+    /// Open connections per listener (gRPC, HTTP); beyond it new ones are closed at once.
+    #[arg(long, env = "ENTITLEMENTS_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+    /// A new connection must send its first bytes (HTTP/2 preface, request line, TLS hello)
+    /// within this, or it is closed.
+    #[arg(long, env = "ENTITLEMENTS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub handshake_timeout: Duration,
+    /// HTTP: a request's headers must arrive within this (also closes idle keep-alive
+    /// connections); a webhook's body within --webhook-body-timeout.
+    #[arg(long, env = "ENTITLEMENTS_HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub http_header_timeout: Duration,
+    #[arg(long, env = "ENTITLEMENTS_WEBHOOK_BODY_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub webhook_body_timeout: Duration,
+    /// gRPC: a connection, busy or idle, is closed (GOAWAY, 30 s grace for calls in flight) this
+    /// long after it opened; clients reconnect transparently. Dead peers are found sooner, by
+    /// HTTP/2 keepalive (30 s ping, 10 s timeout).
+    #[arg(long, env = "ENTITLEMENTS_MAX_CONNECTION_AGE", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub max_connection_age: Duration,
     /// How often an idle `Watch` stream sends a heartbeat.
     #[arg(long, env = "ENTITLEMENTS_WATCH_HEARTBEAT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub watch_heartbeat: Duration,
@@ -163,12 +190,19 @@ impl ServeArgs {
             webhook_body_limit: 262_144,
             upstream: None,
             upstream_token: None,
+            upstream_admin_token: None,
             upstream_ca: None,
             data_token: None,
+            relay_token: None,
             tls_cert: None,
             tls_key: None,
             request_timeout: Duration::from_secs(5),
             max_concurrent_requests: 4096,
+            max_connections: 4096,
+            handshake_timeout: Duration::from_secs(10),
+            http_header_timeout: Duration::from_secs(10),
+            webhook_body_timeout: Duration::from_secs(30),
+            max_connection_age: Duration::from_secs(3600),
             watch_heartbeat: Duration::from_secs(5),
             edition: None,
         }

@@ -31,6 +31,7 @@
 //! - [`relay`] — relay (sidecar) mode: tenant state, usage and audit from the upstream, fed by `Watch`.
 //! - [`invalidation`] — cross-replica cache invalidation over PostgreSQL LISTEN/NOTIFY (SPEC §5).
 //! - [`http`] — the HTTP listener: the Stripe webhook, health, readiness, metrics (SPEC §7, §8).
+//! - [`listener`] — admitting connections on both ports: a cap per listener, a handshake timeout.
 //! - [`telemetry`] — Prometheus metric names and the recorder behind `/metrics` (SPEC §8).
 //! - [`config`] — CLI flags and `ENTITLEMENTS_*` environment variables (SPEC §8).
 //! - [`server`] — wiring: starts the gRPC and HTTP listeners.
@@ -49,6 +50,7 @@ pub mod feed;
 pub mod grpc;
 pub mod http;
 pub mod invalidation;
+pub mod listener;
 pub mod relay;
 pub mod server;
 pub mod service;

@@ -34,8 +34,10 @@ use crate::tenant::{TenantState, UnixTime};
 #[derive(Debug, Clone)]
 pub struct UpstreamConfig {
     pub url: String,
-    /// Bearer token for the upstream's data plane (and admin plane, for forwarded changes).
+    /// Bearer token for the upstream's data plane and change feed (its relay token).
     pub token: Option<String>,
+    /// Bearer token for the upstream's admin plane, for forwarded changes and audit reads.
+    pub admin_token: Option<String>,
     /// PEM CA bundle to verify an `https://` upstream.
     pub ca: Option<Vec<u8>>,
 }
@@ -46,6 +48,21 @@ pub struct UpstreamStore {
     admin: AdminServiceClient<Channel>,
     health: tonic_health::pb::health_client::HealthClient<Channel>,
     token: Option<String>,
+    admin_token: Option<String>,
+}
+
+/// The tenant the relay's readiness probe reads: any valid id does (unknown tenants are read,
+/// never created); what matters is that the upstream answers *this relay's credential*.
+const PROBE_TENANT: &str = "relay-readiness-probe";
+
+fn bearer<T>(msg: T, token: Option<&str>) -> Request<T> {
+    let mut r = Request::new(msg);
+    if let Some(t) = token
+        && let Ok(v) = format!("Bearer {t}").parse()
+    {
+        r.metadata_mut().insert("authorization", v);
+    }
+    r
 }
 
 fn upstream_error(s: Status) -> StoreError {
@@ -73,17 +90,18 @@ impl UpstreamStore {
             admin: AdminServiceClient::new(channel.clone()),
             health: tonic_health::pb::health_client::HealthClient::new(channel),
             token: cfg.token.clone(),
+            admin_token: cfg.admin_token.clone(),
         })
     }
 
+    /// A data-plane or feed request, with the relay's credential.
     fn req<T>(&self, msg: T) -> Request<T> {
-        let mut r = Request::new(msg);
-        if let Some(t) = &self.token
-            && let Ok(v) = format!("Bearer {t}").parse()
-        {
-            r.metadata_mut().insert("authorization", v);
-        }
-        r
+        bearer(msg, self.token.as_deref())
+    }
+
+    /// A request to the upstream's admin plane.
+    fn admin_req<T>(&self, msg: T) -> Request<T> {
+        bearer(msg, self.admin_token.as_deref())
     }
 
     pub fn data_client(&self) -> EntitlementServiceClient<Channel> {
@@ -111,32 +129,36 @@ impl TenantStore for UpstreamStore {
     async fn mutate(&self, tenant_id: &str, m: &Command, by: &Actor) -> Result<Committed, StoreError> {
         let mut a = self.admin.clone();
         let out = match CommandRequest::new(tenant_id, m, by) {
-            CommandRequest::PutTenant(r) => a.put_tenant(self.req(r)).await.map(|r| r.into_inner().into()),
-            CommandRequest::AssignPlan(r) => a.assign_plan(self.req(r)).await.map(|r| r.into_inner().into()),
-            CommandRequest::UnassignPlan(r) => a.unassign_plan(self.req(r)).await.map(|r| r.into_inner().into()),
-            CommandRequest::ExtendTrial(r) => a.extend_trial(self.req(r)).await.map(|r| r.into_inner().into()),
-            CommandRequest::GrantAddOn(r) => a.grant_add_on(self.req(r)).await.map(|r| r.into_inner().into()),
-            CommandRequest::RevokeAddOn(r) => a.revoke_add_on(self.req(r)).await.map(|r| r.into_inner().into()),
-            CommandRequest::SetOverride(r) => a.set_override(self.req(r)).await.map(|r| r.into_inner().into()),
-            CommandRequest::ClearOverride(r) => a.clear_override(self.req(r)).await.map(|r| r.into_inner().into()),
+            CommandRequest::PutTenant(r) => a.put_tenant(self.admin_req(r)).await.map(|r| r.into_inner().into()),
+            CommandRequest::AssignPlan(r) => a.assign_plan(self.admin_req(r)).await.map(|r| r.into_inner().into()),
+            CommandRequest::UnassignPlan(r) => a.unassign_plan(self.admin_req(r)).await.map(|r| r.into_inner().into()),
+            CommandRequest::ExtendTrial(r) => a.extend_trial(self.admin_req(r)).await.map(|r| r.into_inner().into()),
+            CommandRequest::GrantAddOn(r) => a.grant_add_on(self.admin_req(r)).await.map(|r| r.into_inner().into()),
+            CommandRequest::RevokeAddOn(r) => a.revoke_add_on(self.admin_req(r)).await.map(|r| r.into_inner().into()),
+            CommandRequest::SetOverride(r) => a.set_override(self.admin_req(r)).await.map(|r| r.into_inner().into()),
+            CommandRequest::ClearOverride(r) => {
+                a.clear_override(self.admin_req(r)).await.map(|r| r.into_inner().into())
+            }
         };
         out.map_err(upstream_error)
     }
 
+    /// Ready when the upstream serves *and* answers a tenant read with this relay's
+    /// credential: a relay whose token the upstream refuses cannot load anything.
     async fn ping(&self) -> Result<(), StoreError> {
         let req = tonic_health::pb::HealthCheckRequest { service: String::new() };
         let r = self.health.clone().check(req).await.map_err(upstream_error)?.into_inner();
-        match r.status() {
-            tonic_health::pb::health_check_response::ServingStatus::Serving => Ok(()),
-            _ => Err(StoreError::Upstream { code: Code::Unavailable, message: "upstream is not serving".into() }),
+        if r.status() != tonic_health::pb::health_check_response::ServingStatus::Serving {
+            return Err(StoreError::Upstream { code: Code::Unavailable, message: "upstream is not serving".into() });
         }
+        self.load(PROBE_TENANT).await.map(|_| ())
     }
 }
 
 #[async_trait]
 impl AuditLog for UpstreamStore {
     async fn audit(&self, tenant_id: &str, limit: u32, before_id: Option<i64>) -> Result<Vec<AuditRecord>, StoreError> {
-        let req = self.req(convert::audit_request(tenant_id, limit, before_id));
+        let req = self.admin_req(convert::audit_request(tenant_id, limit, before_id));
         let r = self.admin.clone().list_audit_events(req).await.map_err(upstream_error)?.into_inner();
         Ok(r.events.into_iter().map(AuditRecord::from).collect())
     }

@@ -8,14 +8,17 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use tonic::transport::server::TcpIncoming;
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::catalog::{Catalog, CatalogError, Edition};
 use crate::config::{EditionArg, ServeArgs};
-use crate::grpc::{AdminApi, BearerAuth, DataApi};
+use crate::grpc::{AdminApi, BearerAuth, DataApi, PlaneLimitLayer, Tokens};
+use crate::listener::{self, Admission, Admitted};
 use crate::pb::admin_service_server::AdminServiceServer;
 use crate::pb::entitlement_service_server::EntitlementServiceServer;
 use crate::relay::{UpstreamConfig, UpstreamStore};
@@ -115,16 +118,19 @@ pub async fn start(args: &ServeArgs) -> Result<Running, ServerError> {
     if let Some(up) = upstream {
         background.push(crate::relay::spawn_watch(up, Arc::clone(&service), rx.clone()));
     }
-    let (grpc, health) = spawn_grpc(args, &service, grpc_listener, rx.clone()).await?;
+    let admission = Admission { max_connections: args.max_connections, handshake_timeout: args.handshake_timeout };
+    let grpc_conns = listener::admit(grpc_listener, admission, "grpc", rx.clone());
+    let (grpc, health) = spawn_grpc(args, &service, grpc_conns, rx.clone()).await?;
     background.push(tokio::spawn(readiness(Arc::clone(&service), health, rx.clone())));
     let webhook = crate::http::WebhookConfig {
         secrets: args.stripe_webhook_secrets.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
         livemode: args.stripe_livemode,
         body_limit: args.webhook_body_limit,
+        body_timeout: args.webhook_body_timeout,
     };
     let app = crate::http::router(Arc::clone(&service), webhook);
-    let http =
-        tokio::spawn(async move { axum::serve(http_listener, app).with_graceful_shutdown(rx.into_future()).await });
+    let http_conns = listener::admit(http_listener, admission, "http", rx.clone());
+    let http = tokio::spawn(crate::http::serve(http_conns, app, args.http_header_timeout, rx.clone()));
     tracing::info!(%grpc_addr, %http_addr, edition = %service.catalog().edition, relay = args.upstream.is_some(), "serving");
     Ok(Running { grpc_addr, http_addr, service, shutdown, grpc, http, background })
 }
@@ -162,21 +168,23 @@ async fn open_stores(args: &ServeArgs) -> Result<(Stores, Option<Backend>, Optio
     if let Some(url) = &args.upstream {
         let ca = args.upstream_ca.as_deref().map(read_file).transpose()?;
         let token = args.upstream_token.clone().or(args.admin_token.clone());
-        let up = UpstreamStore::connect(&UpstreamConfig { url: url.clone(), token, ca })?;
+        let admin_token = args.upstream_admin_token.clone().or(args.admin_token.clone());
+        let up = UpstreamStore::connect(&UpstreamConfig { url: url.clone(), token, admin_token, ca })?;
         return Ok((up.stores(), None, Some(up)));
     }
-    let store = SqlStore::connect(&args.database_url).await?;
+    let store = SqlStore::connect_within(&args.database_url, args.request_timeout).await?;
     store.migrate().await?;
     let backend = store.backend();
     Ok((Stores::sql(store), Some(backend), None))
 }
 
 /// Both planes, health and reflection — behind TLS (if configured), the request timeout and
-/// the global concurrency limit — served on `listener` until shutdown.
+/// (for the planes only) the global concurrency limit — served on admitted connections until
+/// shutdown.
 async fn spawn_grpc(
     args: &ServeArgs,
     service: &Arc<Service>,
-    listener: TcpListener,
+    conns: mpsc::Receiver<Admitted>,
     rx: Shutdown,
 ) -> Result<(GrpcTask, HealthReporter), ServerError> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -189,36 +197,36 @@ async fn spawn_grpc(
     };
     let reflection_v1 = descriptors(tonic_reflection::server::Builder::configure()).build_v1()?;
     let reflection_v1alpha = descriptors(tonic_reflection::server::Builder::configure()).build_v1alpha()?;
-    let admin_auth = BearerAuth::admin(args.admin_token.as_deref());
-    let data = DataApi::new(Arc::clone(service), args.watch_heartbeat, rx.clone());
+    let tokens = Tokens {
+        admin: args.admin_token.as_deref(),
+        data: args.data_token.as_deref(),
+        relay: args.relay_token.as_deref(),
+    };
+    let admin_auth = BearerAuth::admin(tokens);
+    let data = DataApi::new(Arc::clone(service), args.watch_heartbeat, rx.clone(), BearerAuth::relay(tokens));
     let admin = AdminServiceServer::with_interceptor(AdminApi::new(Arc::clone(service)), move |r| admin_auth.check(r));
 
     let mut builder = Server::builder()
         .timeout(args.request_timeout)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)));
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .max_connection_age(args.max_connection_age)
+        .max_connection_age_grace(Duration::from_secs(30));
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         let identity = Identity::from_pem(read_file(cert)?, read_file(key)?);
         builder = builder.tls_config(ServerTlsConfig::new().identity(identity))?;
     }
-    // Overload: beyond the global limit, shed at once (RESOURCE_EXHAUSTED) rather than queue.
-    let limits = tower::ServiceBuilder::new()
-        .load_shed()
-        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(args.max_concurrent_requests.max(1)));
     let router = builder
-        .layer(limits)
+        .layer(PlaneLimitLayer::new(args.max_concurrent_requests))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(admin);
-    let router = match BearerAuth::data(args.data_token.as_deref()) {
+    let router = match BearerAuth::data(tokens) {
         Some(auth) => router.add_service(EntitlementServiceServer::with_interceptor(data, move |r| auth.check(r))),
         None => router.add_service(EntitlementServiceServer::new(data)),
     };
-    // Socket options on every accepted socket: the builder's `tcp_nodelay`/keepalive only cover
-    // listeners it binds itself. Nagle + delayed ACK would add ~40 ms to small writes (Watch,
-    // batch replies); TCP keepalive finds peers that vanished without a FIN.
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true)).with_keepalive(Some(Duration::from_secs(60)));
+    let incoming = ReceiverStream::new(conns).map(Ok::<_, std::io::Error>);
     Ok((tokio::spawn(router.serve_with_incoming_shutdown(incoming, rx.into_future())), health))
 }
 

@@ -51,17 +51,34 @@ struct RawEnvelope {
 pub struct Verified {
     pub envelope: Envelope,
     pub event: Result<Event, String>,
+    /// The event carries a NUL character: it is stored as failed and refused (400), since no
+    /// retry can make it storable.
+    pub has_nul: bool,
 }
 
-/// Parse the envelope of a stored or delivered body.
+/// What a stored event carrying NUL failed with.
+pub const NUL_ERROR: &str = "the event contains a NUL character (\\u0000), which cannot be stored";
+
+/// Parse the envelope of a stored or delivered body. NULs in its id and type are spelled out
+/// (`\0`) so that the event can still be stored and listed.
 pub fn envelope(payload: &str) -> Result<Envelope, String> {
     let raw: RawEnvelope = serde_json::from_str(payload).map_err(|e| e.to_string())?;
+    let spell = |s: String| if s.contains('\0') { s.replace('\0', "\\0") } else { s };
     Ok(Envelope {
-        id: raw.id,
-        event_type: raw.event_type,
+        id: spell(raw.id),
+        event_type: spell(raw.event_type),
         created: raw.created,
         livemode: raw.livemode,
         payload: payload.to_string(),
+    })
+}
+
+/// Whether the JSON text holds a NUL in some string: the only way to write one is the escape
+/// `\u0000` (a raw control character is not valid JSON), not itself escaped (`\\u0000`).
+pub fn has_nul(payload: &str) -> bool {
+    payload.match_indices("u0000").any(|(i, _)| {
+        let slashes = payload[..i].bytes().rev().take_while(|&b| b == b'\\').count();
+        slashes % 2 == 1
     })
 }
 
@@ -96,11 +113,16 @@ pub fn verify(
     if envelope.livemode != livemode {
         return Err(Rejection::LivemodeMismatch(envelope.livemode));
     }
-    Ok(Verified { envelope, event })
+    let has_nul = has_nul(payload);
+    let event = if has_nul { Err(NUL_ERROR.to_string()) } else { event };
+    Ok(Verified { envelope, event, has_nul })
 }
 
 /// Re-parse a stored, already verified body (replays after a catalog fix).
 pub fn parse_stored(payload: &str) -> Result<Event, String> {
+    if has_nul(payload) {
+        return Err(NUL_ERROR.to_string());
+    }
     serde_json::from_str::<Event>(payload).map_err(|e| e.to_string())
 }
 
@@ -183,4 +205,17 @@ pub fn translate(catalog: &Catalog, env: &Envelope, event: &Event) -> Translatio
         _ => Fact::Ignored,
     };
     Translation { fact, errors }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_nul;
+
+    #[test]
+    fn nul_is_the_unescaped_escape_only() {
+        assert!(has_nul(r#"{"id":"evt_\u0000"}"#));
+        assert!(has_nul(r#"{"id":"a\\\u0000"}"#));
+        assert!(!has_nul(r#"{"id":"a\\u0000"}"#));
+        assert!(!has_nul(r#"{"id":"u0000"}"#));
+    }
 }

@@ -25,6 +25,7 @@ pub const STALE_ANSWERS: &str = "entitlements_stale_answers_total";
 pub const WEBHOOK_EVENTS: &str = "entitlements_webhook_events_total";
 pub const WEBHOOK_MAPPING_ERRORS: &str = "entitlements_webhook_mapping_errors_total";
 pub const WEBHOOK_REJECTED: &str = "entitlements_webhook_rejected_total";
+pub const CONNECTIONS_REFUSED: &str = "entitlements_connections_refused_total";
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 

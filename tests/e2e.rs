@@ -187,6 +187,32 @@ async fn a_check_sees_usage_recorded_a_moment_before() {
     h.running.stop().await.expect("stop");
 }
 
+/// Issue 12's defect: an `Explain` preview of next month wrote next month's usage (0) into the
+/// cache the hot path reads, and today's `Check` and `Usage` answered with it.
+#[tokio::test]
+async fn a_preview_never_changes_todays_answers() {
+    let mut h = start().await;
+    for i in 0..3 {
+        let r = RecordUsageRequest {
+            tenant_id: "p1".into(),
+            feature: "review_packs".into(),
+            value: 1,
+            mode: UsageMode::Delta as i32,
+            idempotency_key: format!("k{i}"),
+            enforce: false,
+        };
+        h.data.record_usage(r).await.expect("record");
+    }
+    assert_eq!(h.check("p1", "review_packs").await.used, Some(3));
+    let preview = ExplainRequest { tenant_id: "p1".into(), at: ts(now() + 40 * 86_400), ..Default::default() };
+    h.data.explain(preview).await.expect("explain next month");
+    assert_eq!(h.check("p1", "review_packs").await.used, Some(3), "today's Check is unchanged");
+    let usage = UsageRequest { tenant_id: "p1".into(), features: vec!["review_packs".into()] };
+    let lines = h.data.usage(usage).await.expect("usage").into_inner().usage;
+    assert_eq!(lines.first().map(|u| u.used), Some(3), "today's Usage is unchanged");
+    h.running.stop().await.expect("stop");
+}
+
 #[tokio::test]
 async fn bad_input_is_invalid_argument_and_changes_nothing() {
     let mut h = start().await;

@@ -17,6 +17,7 @@
 //! | `stripe`          | `StripeLog`                                                             |
 //! | `shared_database` | two stores migrating and sharing one database                           |
 //! | `collation`       | lists in byte-wise key order, with keys no catalog may name             |
+//! | `text`            | text no backend can keep (NUL) is refused as the caller's fault, alike  |
 //!
 //! Backends × categories:
 //!
@@ -26,7 +27,7 @@
 //! | `postgres` | `SqlStore` on a fresh database on the server named by    | all (`#[ignore]`d) |
 //! |            | `ENTITLEMENTS_TEST_POSTGRES_URL`                         |                    |
 //! | `relay`    | `relay::UpstreamStore` against a central server started  | `tenants`, `audit`,|
-//! |            | in-process (fresh SQLite file, admin token, the catalog  | `usage`            |
+//! |            | in-process (fresh SQLite file, admin token, the catalog  | `usage`, `text`    |
 //! |            | of [`harness::relay_catalog`])                           |                    |
 //!
 //! The relay has no Stripe log (webhooks land on the central service), runs no SQL of its own
@@ -161,6 +162,11 @@ macro_rules! category {
             migrate_is_idempotent_and_stores_share_the_database,
         );
     };
+    ($run:ident $attrs:tt text) => {
+        category_tests!($run $attrs text:
+            nul_is_refused_as_invalid_input_and_changes_nothing,
+        );
+    };
     // SQL only: its keys (upper case, `-`, `.`) probe the database's collation; catalog keys are
     // snake_case, so a relay's upstream refuses them.
     ($run:ident $attrs:tt collation) => {
@@ -179,11 +185,11 @@ macro_rules! backend {
     };
 }
 
-backend!(sqlite: run_sqlite [] [tenants, audit, usage, usage_counter, stripe, shared_database, collation]);
+backend!(sqlite: run_sqlite [] [tenants, audit, usage, usage_counter, stripe, shared_database, collation, text]);
 backend!(postgres: run_postgres
     [#[ignore = "needs PostgreSQL: set ENTITLEMENTS_TEST_POSTGRES_URL and run with -- --ignored"]]
-    [tenants, audit, usage, usage_counter, stripe, shared_database, collation]);
-backend!(relay: run_relay [] [tenants, audit, usage]);
+    [tenants, audit, usage, usage_counter, stripe, shared_database, collation, text]);
+backend!(relay: run_relay [] [tenants, audit, usage, text]);
 
 mod harness {
     use std::any::Any;
@@ -314,6 +320,18 @@ mod harness {
         /// Whether `r` is the refusal of a report that would overflow the counter. Relay
         /// deviation: the upstream's refusal (INVALID_ARGUMENT) comes back as `Upstream`, not as
         /// `StoreError::Overflow`.
+        /// Whether `r` refused the input as the caller's fault, naming `field`. Relay deviation:
+        /// the upstream's INVALID_ARGUMENT comes back as `Upstream`.
+        pub fn is_invalid<T>(&self, r: &Result<T, StoreError>, field: &str) -> bool {
+            match r {
+                Err(StoreError::Invalid(i)) => i.field == field,
+                Err(StoreError::Upstream { code: tonic::Code::InvalidArgument, message }) => {
+                    self.is_relay() && message.contains(field)
+                }
+                _ => false,
+            }
+        }
+
         pub fn is_overflow(&self, r: &Result<UsageOutcome, StoreError>) -> bool {
             match r {
                 Err(StoreError::Overflow) => true,
@@ -478,8 +496,12 @@ addons.nothing = {{ features = {{ extra = true }} }}
         let url = format!("sqlite://{}", dir.path().join("central.db").display());
         let args = ServeArgs { admin_token: Some(TOKEN.into()), ..ServeArgs::local(catalog, url.clone()) };
         let central = server::start(&args).await.unwrap_or_else(|e| panic!("start the central server: {e}"));
-        let upstream =
-            UpstreamConfig { url: format!("http://{}", central.grpc_addr), token: Some(TOKEN.into()), ca: None };
+        let upstream = UpstreamConfig {
+            url: format!("http://{}", central.grpc_addr),
+            token: Some(TOKEN.into()),
+            admin_token: Some(TOKEN.into()),
+            ca: None,
+        };
         let up = UpstreamStore::connect(&upstream).unwrap_or_else(|e| panic!("connect the relay: {e}"));
         let result = run_case(case, Db::new(Backend::Relay, up.stores(), url, Some(upstream))).await;
         let stopped = central.stop().await;
@@ -2131,6 +2153,30 @@ mod cases {
     }
 
     /// Migrating, and two `SqlStore`s on one database. SQL only.
+    pub mod text {
+        use crate::harness::Db;
+        use crate::*;
+
+        /// PostgreSQL cannot keep a NUL in text, SQLite can: every backend refuses it alike, as
+        /// the caller's fault (INVALID_ARGUMENT), so a retry never wedges on it.
+        pub async fn nul_is_refused_as_invalid_input_and_changes_nothing(db: Db) {
+            let s = &*db.tenants;
+            let put = Command::PutTenant { stripe_customer_id: Some("cus_\0x".into()), trial: None, archived: None };
+            let r = s.mutate("t", &put, &by("alice", "r", db.t0)).await;
+            assert!(db.is_invalid(&r, "stripe_customer_id"), "{r:?}");
+            let ok = Command::PutTenant { stripe_customer_id: None, trial: None, archived: None };
+            let r = s.mutate("t", &ok, &by("al\0ice", "r", db.t0)).await;
+            assert!(db.is_invalid(&r, "actor"), "{r:?}");
+            let r = s.mutate("t", &ok, &by("alice", "why\0", db.t0)).await;
+            assert!(db.is_invalid(&r, "rationale"), "{r:?}");
+            let r = db.usage.record_usage(&delta("t", "api_calls", 1, "key\0")).await;
+            assert!(db.is_invalid(&r, "idempotency_key"), "{r:?}");
+            // Nothing was written, and the store goes on working.
+            assert!(!load(s, "t").await.known, "the refused changes created nothing");
+            assert_eq!(mutate(s, "t", ok, db.t0).await, 1);
+        }
+    }
+
     pub mod shared_database {
         use crate::harness::Db;
         use crate::*;

@@ -55,7 +55,39 @@ pub fn required(field: &'static str, v: &str) -> Result<(), Invalid> {
 /// Every manual change names who made it and why (SPEC §4).
 pub fn check_actor(actor: &str, rationale: &str) -> Result<(), Invalid> {
     required("actor", actor)?;
-    required("rationale", rationale)
+    required("rationale", rationale)?;
+    text("actor", actor)?;
+    text("rationale", rationale)
+}
+
+/// A text field the store keeps. PostgreSQL cannot store NUL in text and SQLite can: refusing
+/// it at the edge keeps both stores alike and keeps a NUL from failing every retry of a write.
+pub fn text(field: &'static str, v: &str) -> Result<(), Invalid> {
+    if v.contains('\0') { Err(invalid(field, "must not contain a NUL character")) } else { Ok(()) }
+}
+
+/// The latest instant a request may name, 9999-12-31T23:59:59Z: later dates overflow date
+/// arithmetic and print badly; nothing we sell lasts that long.
+pub const MAX_TIME: UnixTime = 253_402_300_799;
+
+/// How far after the change an extended trial may end.
+pub const MAX_TRIAL_AHEAD_DAYS: i64 = 3650;
+
+/// An instant a request names: between 1970-01-01 and [`MAX_TIME`].
+pub fn time(field: &'static str, t: UnixTime) -> Result<UnixTime, Invalid> {
+    if (0..=MAX_TIME).contains(&t) { Ok(t) } else { Err(invalid(field, "must lie between 1970-01-01 and 9999-12-31")) }
+}
+
+/// How much of an offending value an error message quotes.
+pub const QUOTE_LEN: usize = 64;
+
+/// An input value quoted in an error message: a short prefix only, so that a huge value is not
+/// echoed back (a 1 MB name in `grpc-message` breaks clients' metadata limits).
+pub fn quote(v: &str) -> String {
+    match v.char_indices().nth(QUOTE_LEN) {
+        None => format!("`{}`", v.escape_debug()),
+        Some((cut, _)) => format!("`{}…` ({} bytes)", v[..cut].escape_debug(), v.len()),
+    }
 }
 
 /// A change to one tenant.
@@ -110,6 +142,8 @@ pub struct AuditEntry {
 /// The trial a `PutTenant` asks for: an end without a start is refused; a start without an end
 /// gets the catalog's trial length.
 pub fn trial(catalog: &Catalog, start: Option<UnixTime>, end: Option<UnixTime>) -> Result<Option<Trial>, Invalid> {
+    let start = start.map(|t| time("trial_start", t)).transpose()?;
+    let end = end.map(|t| time("trial_end", t)).transpose()?;
     match (start, end) {
         (Some(start), Some(end)) => Ok(Some(Trial { start, end })),
         (Some(start), None) => Ok(Some(Trial { start, end: start + catalog.lifecycle.trial_days * DAY })),
@@ -174,6 +208,20 @@ impl Command {
         }
     }
 
+    /// The command's own text fields carry no NUL (see [`text`]); the store checks this too.
+    pub fn check_text(&self) -> Result<(), Invalid> {
+        match self {
+            Command::PutTenant { stripe_customer_id, .. } => {
+                stripe_customer_id.as_deref().map_or(Ok(()), |c| text("stripe_customer_id", c))
+            }
+            Command::AssignPlan { plan, .. } => text("plan", plan),
+            Command::UnassignPlan { plan } => plan.as_deref().map_or(Ok(()), |p| text("plan", p)),
+            Command::GrantAddOn { addon, .. } | Command::RevokeAddOn { addon } => text("addon", addon),
+            Command::SetOverride { feature, .. } | Command::ClearOverride { feature } => text("feature", feature),
+            Command::ExtendTrial { .. } => Ok(()),
+        }
+    }
+
     /// Whether this change may be made to `tenant_id` by `by` (at `by.at`): required fields, who
     /// and why, the tenant id, then the catalog (keys exist, values fit, expiries lie ahead). The
     /// rules need no stored state, so the shell checks before it opens a transaction and a relay
@@ -181,6 +229,7 @@ impl Command {
     pub fn validate(&self, catalog: &Catalog, tenant_id: &str, by: &Actor) -> Result<(), Invalid> {
         self.check_required()?;
         check_actor(&by.actor, &by.rationale)?;
+        self.check_text()?;
         validate_tenant_id(tenant_id).map_err(|e| invalid("tenant_id", e.to_string()))?;
         if by.actor.len() > MAX_ACTOR_LEN || by.rationale.len() > MAX_RATIONALE_LEN {
             return Err(invalid("rationale", "actor (256) or rationale (4096 bytes) too long"));
@@ -191,12 +240,16 @@ impl Command {
     fn check_catalog(&self, catalog: &Catalog, now: UnixTime) -> Result<(), Invalid> {
         let future = |field: &'static str, t: Option<UnixTime>| match t {
             Some(t) if t <= now => Err(invalid(field, "must be in the future")),
-            _ => Ok(()),
+            Some(t) => time(field, t).map(|_| ()),
+            None => Ok(()),
         };
-        let plan = |p: &str| catalog.plan(p).map(|_| ()).ok_or_else(|| invalid("plan", format!("unknown plan `{p}`")));
-        let addon =
-            |a: &str| catalog.addon(a).map(|_| ()).ok_or_else(|| invalid("addon", format!("unknown add-on `{a}`")));
-        let feature = |f: &str| catalog.feature(f).ok_or_else(|| invalid("feature", format!("unknown feature `{f}`")));
+        let plan =
+            |p: &str| catalog.plan(p).map(|_| ()).ok_or_else(|| invalid("plan", format!("unknown plan {}", quote(p))));
+        let addon = |a: &str| {
+            catalog.addon(a).map(|_| ()).ok_or_else(|| invalid("addon", format!("unknown add-on {}", quote(a))))
+        };
+        let feature =
+            |f: &str| catalog.feature(f).ok_or_else(|| invalid("feature", format!("unknown feature {}", quote(f))));
         match self {
             Command::PutTenant { stripe_customer_id, trial, .. } => {
                 if stripe_customer_id.as_ref().is_some_and(|c| c.len() > 255 || c.chars().any(char::is_whitespace)) {
@@ -232,6 +285,19 @@ impl Command {
             }
             Command::ClearOverride { feature: key } => feature(key).map(|_| ()),
         }
+    }
+
+    /// The rules that need the tenant's stored state, checked by the store before it applies the
+    /// change in the same transaction: an extended trial ends at most [`MAX_TRIAL_AHEAD_DAYS`]
+    /// after the change, however often it is extended.
+    pub fn check_state(&self, state: &TenantState, by: &Actor) -> Result<(), Invalid> {
+        if let Command::ExtendTrial { extension } = self {
+            let end = crate::lifecycle::extend_trial(state.trial, *extension, by.at).end;
+            if end > by.at.saturating_add(MAX_TRIAL_AHEAD_DAYS * DAY) {
+                return Err(invalid("days", format!("a trial may end at most {MAX_TRIAL_AHEAD_DAYS} days from now")));
+            }
+        }
+        Ok(())
     }
 
     /// Apply a validated change: the tenant's next state (revision + 1, last change = `by`) and

@@ -88,9 +88,8 @@ fn summarize(c: &Catalog, r: &ResolvedTenant, fi: FeatureIdx, d: &Decision, cont
             ContributionKind::DefaultPlan => format!("default plan {} gives {}", x.key, x.value),
             ContributionKind::Seats => format!("{} seats from the subscription", x.value),
             ContributionKind::AddOn => format!("add-on {} ×{} adds {}", x.key, x.quantity, x.value),
-            ContributionKind::Override => {
-                format!("override to {} by {} ({})", x.value, x.actor, x.rationale)
-            }
+            // Who and why are the contribution's own fields: the open plane blanks them.
+            ContributionKind::Override => format!("override to {}", x.value),
         })
         .collect();
     let verdict = match (d.allowed, d.reason) {

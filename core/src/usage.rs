@@ -4,7 +4,7 @@
 use chrono::{DateTime, Datelike, TimeZone, Utc};
 
 use crate::catalog::{Catalog, FeatureIdx, FeatureKind, Period, Value};
-use crate::command::{Invalid, invalid};
+use crate::command::{Invalid, invalid, quote, text};
 use crate::tenant::UnixTime;
 
 /// The usage period containing `now`: `[start, end)`; `end` is `None` for `never`.
@@ -74,7 +74,9 @@ pub fn validate_report(
     value: i64,
     idempotency_key: &str,
 ) -> Result<FeatureIdx, Invalid> {
-    let fi = catalog.feature_idx(feature).ok_or_else(|| invalid("feature", format!("unknown feature `{feature}`")))?;
+    let fi = catalog
+        .feature_idx(feature)
+        .ok_or_else(|| invalid("feature", format!("unknown feature {}", quote(feature))))?;
     let kind = catalog.features[fi].kind;
     match (kind, mode) {
         (FeatureKind::Boolean | FeatureKind::Config, _) => {
@@ -92,6 +94,7 @@ pub fn validate_report(
     if value < 0 {
         return Err(invalid("value", "must not be negative"));
     }
+    text("idempotency_key", idempotency_key)?;
     if idempotency_key.len() > MAX_IDEMPOTENCY_KEY_LEN {
         return Err(invalid("idempotency_key", format!("at most {MAX_IDEMPOTENCY_KEY_LEN} bytes")));
     }

@@ -8,6 +8,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use tonic::{Request, Response, Status};
 
+use super::BearerAuth;
 use super::convert::{self, from_ts, watch_event, watch_signal};
 use crate::command::Invalid;
 use crate::feed::FeedEvent;
@@ -20,13 +21,15 @@ pub struct DataApi {
     service: Arc<Service>,
     heartbeat: Duration,
     shutdown: Shutdown,
+    /// Who may follow the change feed, read full tenant state and see names in `Explain`.
+    relay: BearerAuth,
 }
 
 impl DataApi {
     /// `heartbeat`: how often an idle `Watch` stream says it is alive; `shutdown` ends every
     /// stream so that a graceful shutdown is not held open by watchers.
-    pub fn new(service: Arc<Service>, heartbeat: Duration, shutdown: Shutdown) -> DataApi {
-        DataApi { service, heartbeat, shutdown }
+    pub fn new(service: Arc<Service>, heartbeat: Duration, shutdown: Shutdown, relay: BearerAuth) -> DataApi {
+        DataApi { service, heartbeat, shutdown, relay }
     }
 }
 
@@ -81,6 +84,7 @@ impl EntitlementService for DataApi {
     type WatchStream = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
 
     async fn watch(&self, req: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        self.relay.verify(req.metadata())?;
         let cursor = req.into_inner().cursor;
         let (tx, rx) = mpsc::channel(1024);
         tokio::spawn(pump(Arc::clone(&self.service), cursor, self.heartbeat, tx, self.shutdown.clone()));
@@ -91,6 +95,7 @@ impl EntitlementService for DataApi {
         &self,
         req: Request<pb::GetTenantStateRequest>,
     ) -> Result<Response<pb::GetTenantStateResponse>, Status> {
+        self.relay.verify(req.metadata())?;
         let r = req.into_inner();
         let state = self.service.tenant(&r.tenant_id).await?;
         Ok(Response::new(pb::GetTenantStateResponse::from(&state)))
@@ -125,10 +130,15 @@ impl EntitlementService for DataApi {
     }
 
     async fn explain(&self, req: Request<pb::ExplainRequest>) -> Result<Response<pb::ExplainResponse>, Status> {
+        let names = self.relay.allows(req.metadata());
         let req = req.into_inner();
         let at = req.at.as_ref().map(from_ts);
         let (e, state) = self.service.explain(&req.tenant_id, &req.features, at).await?;
-        Ok(Response::new(convert::explain(&e, &state)))
+        let mut out = convert::explain(&e, &state);
+        if !names {
+            convert::without_people(&mut out);
+        }
+        Ok(Response::new(out))
     }
 
     async fn usage(&self, req: Request<pb::UsageRequest>) -> Result<Response<pb::UsageResponse>, Status> {

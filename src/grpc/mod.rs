@@ -2,11 +2,14 @@
 //! ([`convert`]), and — in one place — the mapping of errors to gRPC statuses.
 
 mod admin;
+pub mod codec;
 pub mod convert;
 mod data;
+mod overload;
 
 pub use admin::AdminApi;
 pub use data::DataApi;
+pub use overload::PlaneLimitLayer;
 
 use std::sync::Arc;
 
@@ -24,6 +27,7 @@ impl From<ServiceError> for Status {
             ServiceError::InvalidArgument(_) => Status::invalid_argument(e.to_string()),
             ServiceError::Unavailable(_) => Status::unavailable(e.to_string()),
             ServiceError::Refused { code, message } => Status::new(code, message),
+            ServiceError::RevisionNotReached { .. } => Status::failed_precondition(e.to_string()),
             ServiceError::Internal(m) => {
                 tracing::error!(error = %m, "internal error");
                 Status::internal("internal error")
@@ -32,46 +36,77 @@ impl From<ServiceError> for Status {
     }
 }
 
-/// Interceptor: `authorization: Bearer <token>`, compared in constant time. Without a configured
-/// token the admin plane is closed and the data plane is open (no interceptor at all).
+/// Interceptor: `authorization: Bearer <token>`, compared in constant time against the tokens a
+/// plane accepts. Without a configured token the admin plane is closed and the data plane is
+/// open (no interceptor at all).
+///
+/// Who may see what (SPEC §4): the data plane answers decisions and usage; the change feed
+/// (`Watch`) and full tenant state (`GetTenantState`) are for relays, with the relay token (or
+/// the admin token); people's names and rationale in `Explain` are shown only to those same
+/// credentials; billing identities only on the admin plane.
 ///
 /// Authentication happens before a request reaches the service (tonic's interceptors answer
 /// with a status), so it is the one place besides the mapping above that builds statuses.
 #[derive(Clone)]
 pub struct BearerAuth {
-    token: Option<Arc<[u8]>>,
+    tokens: Arc<[Arc<[u8]>]>,
     plane: &'static str,
+    closed: &'static str,
+}
+
+/// The tokens configured for a server.
+#[derive(Clone, Copy, Default)]
+pub struct Tokens<'a> {
+    pub admin: Option<&'a str>,
+    pub data: Option<&'a str>,
+    pub relay: Option<&'a str>,
 }
 
 impl BearerAuth {
-    pub fn admin(token: Option<&str>) -> BearerAuth {
-        BearerAuth { token: Self::bytes(token), plane: "admin" }
+    fn new(tokens: &[Option<&str>], plane: &'static str, closed: &'static str) -> BearerAuth {
+        let tokens = tokens.iter().flatten().filter(|t| !t.is_empty()).map(|t| Arc::from(t.as_bytes())).collect();
+        BearerAuth { tokens, plane, closed }
+    }
+
+    pub fn admin(t: Tokens<'_>) -> BearerAuth {
+        BearerAuth::new(&[t.admin], "admin", "the admin plane is disabled: start the server with --admin-token")
     }
 
     /// `None`: no data token configured, so the data plane is open and needs no interceptor
     /// (converting every request for a no-op check cost ~1 % of a Check, BENCHMARKS.md §1.1).
-    pub fn data(token: Option<&str>) -> Option<BearerAuth> {
-        Self::bytes(token).map(|token| BearerAuth { token: Some(token), plane: "data" })
+    /// A relay's or an admin's credential also opens it.
+    pub fn data(t: Tokens<'_>) -> Option<BearerAuth> {
+        t.data.filter(|d| !d.is_empty())?;
+        Some(BearerAuth::new(&[t.data, t.relay, t.admin], "data", ""))
     }
 
-    fn bytes(token: Option<&str>) -> Option<Arc<[u8]>> {
-        token.filter(|t| !t.is_empty()).map(|t| Arc::from(t.as_bytes()))
+    /// The change feed and full tenant state: the relay token or the admin token.
+    pub fn relay(t: Tokens<'_>) -> BearerAuth {
+        let closed = "the change feed and tenant state are for relays: start the server with --relay-token";
+        BearerAuth::new(&[t.relay, t.admin], "relay", closed)
     }
 
     pub fn check(&self, req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
-        let Some(expected) = &self.token else {
-            return Err(Status::unauthenticated("the admin plane is disabled: start the server with --admin-token"));
-        };
-        let presented = req
-            .metadata()
+        self.verify(req.metadata()).map(|()| req)
+    }
+
+    /// Whether the request carries one of the accepted tokens (for what a credential unlocks
+    /// within a method, e.g. names in `Explain`).
+    pub fn allows(&self, metadata: &tonic::metadata::MetadataMap) -> bool {
+        self.verify(metadata).is_ok()
+    }
+
+    pub fn verify(&self, metadata: &tonic::metadata::MetadataMap) -> Result<(), Status> {
+        if self.tokens.is_empty() {
+            return Err(Status::unauthenticated(self.closed));
+        }
+        let presented = metadata
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(|| Status::unauthenticated("missing `authorization: Bearer <token>`"))?;
-        if bool::from(presented.as_bytes().ct_eq(expected)) {
-            Ok(req)
-        } else {
-            Err(Status::unauthenticated(format!("invalid {} token", self.plane)))
-        }
+        // Every token is compared, so the time taken does not tell which one came close.
+        let matched = self.tokens.iter().fold(0u8, |m, t| m | presented.as_bytes().ct_eq(t).unwrap_u8());
+        if matched == 1 { Ok(()) } else { Err(Status::unauthenticated(format!("invalid {} token", self.plane))) }
     }
 }

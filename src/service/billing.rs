@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::{Service, ServiceError, check_tenant, invalid};
 use crate::clock::unix_now;
-use crate::command::check_actor;
+use crate::command::{check_actor, quote, text};
 use crate::store::{Replay, StoredEvent, StripeLog, StripeOutcome, StripeStatus};
 use crate::stripe::{self, Envelope};
 use crate::telemetry;
@@ -69,11 +69,13 @@ impl Service {
         rationale: &str,
     ) -> Result<(StripeOutcome, StoredEvent), ServiceError> {
         check_actor(actor, rationale)?;
+        text("event_id", id)?;
         let log = self.stripe_log()?;
-        let ev = log.stripe_event(id).await?.ok_or_else(|| invalid("event_id", format!("no stored event `{id}`")))?;
+        let ev =
+            log.stripe_event(id).await?.ok_or_else(|| invalid("event_id", format!("no stored event {}", quote(id))))?;
         if !matches!(ev.status, StripeStatus::Failed | StripeStatus::PendingTenant) {
-            let status = ev.status.as_str();
-            let message = format!("event `{id}` is {status}; only failed or pending events are replayed");
+            let (id, status) = (quote(id), ev.status.as_str());
+            let message = format!("event {id} is {status}; only failed or pending events are replayed");
             return Err(invalid("event_id", message).into());
         }
         let env = stripe::envelope(&ev.payload).map_err(ServiceError::Internal)?;
@@ -94,7 +96,9 @@ impl Service {
         }
         let status = match status {
             None => None,
-            Some(s) => Some(StripeStatus::parse(s).ok_or_else(|| invalid("status", format!("unknown status `{s}`")))?),
+            Some(s) => {
+                Some(StripeStatus::parse(s).ok_or_else(|| invalid("status", format!("unknown status {}", quote(s))))?)
+            }
         };
         Ok(self.stripe_log()?.stripe_events(tenant, status, limit.clamp(1, 500)).await?)
     }

@@ -7,6 +7,7 @@ use super::{Service, ServiceError, check_tenant, invalid};
 use crate::cache::{Cached, CachedUsage};
 use crate::catalog::{FeatureIdx, Value};
 use crate::clock::unix_now;
+use crate::command::quote;
 use crate::decide::{Decision, Intent, Reason, UsageGate, decide, usage_gate};
 use crate::explain::{Explanation, explain};
 use crate::resolve;
@@ -100,12 +101,16 @@ impl Service {
         features
             .iter()
             .map(|f| {
-                let fi =
-                    self.catalog.feature_idx(f).ok_or_else(|| invalid("features", format!("unknown feature `{f}`")))?;
+                let fi = self
+                    .catalog
+                    .feature_idx(f)
+                    .ok_or_else(|| invalid("features", format!("unknown feature {}", quote(f))))?;
                 if metered_only && !self.catalog.features[fi].kind.is_metered() {
-                    return Err(
-                        invalid("features", format!("`{f}` is not a metered (gauge or counter) feature")).into()
-                    );
+                    return Err(invalid(
+                        "features",
+                        format!("{} is not a metered (gauge or counter) feature", quote(f)),
+                    )
+                    .into());
                 }
                 Ok(fi)
             })
@@ -120,6 +125,7 @@ impl Service {
         at: Option<UnixTime>,
     ) -> Result<(Explanation, TenantState), ServiceError> {
         check_tenant(tenant)?;
+        let at = at.map(|t| crate::command::time("at", t)).transpose()?;
         let wanted = self.feature_list(features, false)?;
         let state = self.stores.tenants.load(tenant).await?;
         let now = at.unwrap_or_else(unix_now);
@@ -127,7 +133,7 @@ impl Service {
         let probe = resolve::resolve(&self.catalog, &state, now);
         let mut used = vec![0i64; self.catalog.features.len()];
         for &fi in &wanted {
-            used[fi] = self.used(&probe, fi).await?;
+            used[fi] = self.used_in_period(&probe, fi, at.is_none()).await?;
         }
         let e = explain(&self.catalog, &state, now, Some(&wanted), &|fi| used[fi]);
         Ok((e, state))

@@ -35,6 +35,9 @@ pub enum ServiceError {
     /// The upstream service (relay mode) refused the request: its answer passes through as is.
     #[error("{message}")]
     Refused { code: tonic::Code, message: String },
+    /// `min_revision` asks for a revision the store does not have (after one reload).
+    #[error("revision {wanted} not reached: the store has revision {have} of this tenant")]
+    RevisionNotReached { wanted: u64, have: u64 },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -47,6 +50,7 @@ impl From<&StoreError> for ServiceError {
         match e {
             StoreError::Unavailable(_) => ServiceError::Unavailable(e.to_string()),
             StoreError::Overflow => invalid("value", "would overflow the usage counter").into(),
+            StoreError::Invalid(i) => i.clone().into(),
             StoreError::Upstream {
                 code:
                     code @ (Code::InvalidArgument
@@ -139,6 +143,9 @@ impl Service {
                 } else {
                     Stats::bump(&self.stats.cache_misses);
                 }
+                if c.tenant.revision < min {
+                    return Err(ServiceError::RevisionNotReached { wanted: min, have: c.tenant.revision });
+                }
                 Ok(c)
             }
             Err(e) => {
@@ -159,23 +166,30 @@ impl Service {
         }
     }
 
-    /// Usage of a metered feature as this replica knows it (cache, else store).
+    /// Usage of a metered feature in the period of `r`, as this replica knows it (cache, else
+    /// store).
     async fn used(&self, r: &ResolvedTenant, fi: FeatureIdx) -> Result<i64, ServiceError> {
+        self.used_in_period(r, fi, true).await
+    }
+
+    /// `remember`: keep what the store said in the cache the hot path reads. A preview of
+    /// another instant (`Explain` at) must not: a read never changes another read's answer. A
+    /// cached count answers only for its own period.
+    async fn used_in_period(&self, r: &ResolvedTenant, fi: FeatureIdx, remember: bool) -> Result<i64, ServiceError> {
         if !self.catalog.features[fi].kind.is_metered() || r.fallback {
             return Ok(0);
         }
         let period_start = r.features[fi].period.map_or(0, |p| p.start);
         let key = &r.tenant_id;
-        if let Some(u) = self.cache.usage(key, fi).await {
-            if u.period_start == period_start {
-                return Ok(u.used);
-            }
-            if u.period_start > period_start {
-                return Ok(u.used);
-            }
+        if let Some(u) = self.cache.usage(key, fi).await
+            && u.period_start == period_start
+        {
+            return Ok(u.used);
         }
         let used = self.stores.usage.usage(&r.tenant_id, &self.catalog.features[fi].key, period_start).await?;
-        self.cache.put_usage(key, fi, CachedUsage { period_start, used }).await;
+        if remember {
+            self.cache.put_usage(key, fi, CachedUsage { period_start, used }).await;
+        }
         Ok(used)
     }
 

@@ -46,6 +46,9 @@ pub enum StoreError {
     Upstream { code: tonic::Code, message: String },
     #[error("unsupported database url `{0}` (use sqlite://PATH, a file path, or postgres://…)")]
     UnsupportedUrl(String),
+    /// The input cannot be stored as it is (a NUL in text): the caller's fault, on every backend.
+    #[error(transparent)]
+    Invalid(#[from] crate::command::Invalid),
 }
 
 impl From<sqlx::Error> for StoreError {

@@ -45,26 +45,41 @@ pub fn normalize_url(url: &str) -> Result<(String, Backend), StoreError> {
     Ok((sqlite, Backend::Sqlite))
 }
 
+/// The store's own waits (for a pooled connection, for SQLite's write lock) within a request's
+/// budget: each gets two fifths, so that together they end before the request's deadline and
+/// the caller sees a retryable UNAVAILABLE rather than the deadline's CANCELLED.
+fn store_wait(request_budget: Duration) -> Duration {
+    (request_budget * 2 / 5).max(Duration::from_millis(100))
+}
+
 impl SqlStore {
+    /// Connect with waits sized for the default 5 s request timeout.
     pub async fn connect(url: &str) -> Result<SqlStore, StoreError> {
+        Self::connect_within(url, Duration::from_secs(5)).await
+    }
+
+    /// Connect with waits that end within `request_budget` (the server's request timeout).
+    pub async fn connect_within(url: &str, request_budget: Duration) -> Result<SqlStore, StoreError> {
         sqlx::any::install_default_drivers();
         let (url, backend) = normalize_url(url)?;
         let opts = AnyConnectOptions::from_str(&url)?;
+        let wait = store_wait(request_budget);
+        let busy_ms = wait.as_millis();
         let pool = AnyPoolOptions::new()
             .max_connections(if backend == Backend::Sqlite { 8 } else { 16 })
-            .acquire_timeout(Duration::from_secs(3))
+            .acquire_timeout(wait)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
                         // WAL lets readers proceed during a write; the busy timeout queues writers.
-                        for pragma in [
-                            "PRAGMA journal_mode = WAL",
-                            "PRAGMA synchronous = NORMAL",
-                            "PRAGMA busy_timeout = 5000",
-                            "PRAGMA foreign_keys = ON",
-                        ] {
+                        for pragma in
+                            ["PRAGMA journal_mode = WAL", "PRAGMA synchronous = NORMAL", "PRAGMA foreign_keys = ON"]
+                        {
                             sqlx::query(pragma).execute(&mut *conn).await?;
                         }
+                        // A number we format ourselves: safe to splice into the statement.
+                        let busy = format!("PRAGMA busy_timeout = {busy_ms}");
+                        sqlx::query(sqlx::AssertSqlSafe(busy)).execute(&mut *conn).await?;
                     }
                     Ok(())
                 })

@@ -393,11 +393,15 @@ impl TenantStore for SqlStore {
     }
 
     async fn mutate(&self, tenant_id: &str, command: &Command, by: &Actor) -> Result<Committed, StoreError> {
+        command.check_text()?;
+        crate::command::text("actor", &by.actor)?;
+        crate::command::text("rationale", &by.rationale)?;
         let mut tx = self.pool().begin().await?;
         let revision = bump_revision(&mut tx, tenant_id, by).await?;
         let mut state = load_tenant(&mut tx, tenant_id).await?;
         // The state as it was before this change: the bump above only took the lock.
         state.revision = revision.saturating_sub(1);
+        command.check_state(&state, by)?;
         let before = state.clone();
         let entry = command.apply(&mut state, by);
         save(&mut tx, &before, &state, None).await?;

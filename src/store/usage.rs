@@ -90,6 +90,9 @@ async fn counter(
 #[async_trait]
 impl UsageStore for SqlStore {
     async fn record_usage(&self, r: &UsageReport) -> Result<UsageOutcome, StoreError> {
+        if let Some(key) = &r.idempotency_key {
+            crate::command::text("idempotency_key", key)?;
+        }
         let mut tx = self.pool().begin().await?;
         if let Some(key) = &r.idempotency_key
             && let Some(original) = claim_key(&mut tx, r, key).await?

@@ -284,6 +284,7 @@ def test_secret_references(default_docs):
         "ENTITLEMENTS_DATABASE_URL": ("database-url", None),
         "ENTITLEMENTS_STRIPE_WEBHOOK_SECRETS": ("stripe-webhook-secrets", True),
         "ENTITLEMENTS_ADMIN_TOKEN": ("admin-token", True),
+        "ENTITLEMENTS_RELAY_TOKEN": ("relay-token", True),
     }
     for name, (key, optional) in expected.items():
         ref = e[name]["valueFrom"]["secretKeyRef"]
@@ -456,12 +457,13 @@ def test_tls_data_token_and_load_shedding():
     # The kubelet's gRPC probes cannot speak TLS: HTTP probes instead.
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
-    # Relays: an https upstream verified with the CA bundle, and the data token sent upstream.
+    # Relays: an https upstream verified with the CA bundle, and their own credential sent
+    # upstream (the relay token also opens a data plane that has a data token).
     app_pod = example_app(docs)["spec"]["template"]["spec"]
     relay = relay_container(app_pod)
     assert flag(relay["args"], "--upstream") == f"https://{FULLNAME}:50051"
     assert env(relay)["ENTITLEMENTS_UPSTREAM_CA"]["value"] == "/var/run/entitlements/upstream-ca/ca.crt"
-    assert env(relay)["ENTITLEMENTS_UPSTREAM_TOKEN"]["valueFrom"]["secretKeyRef"]["key"] == "data-token"
+    assert env(relay)["ENTITLEMENTS_UPSTREAM_TOKEN"]["valueFrom"]["secretKeyRef"]["key"] == "relay-token"
     ca = next(v for v in app_pod["volumes"] if v["name"] == "entitlements-upstream-ca")
     assert ca["configMap"]["name"] == "entitlements-ca"
     # Defaults set none of these.

@@ -86,8 +86,13 @@ fn subscription_origin(sub: &Subscription) -> String {
     )
 }
 
+/// No names or rationale here: origins are shown on the open data plane (SPEC §4); who assigned
+/// the plan and why is admin-plane data (`GetTenant`, the audit log).
 fn assignment_origin(a: &PlanAssignment) -> String {
-    format!("manual assignment by {}: {}", a.actor, a.rationale)
+    match a.expires_at {
+        Some(t) => format!("manual assignment of {} (until {t})", a.plan),
+        None => format!("manual assignment of {}", a.plan),
+    }
 }
 
 /// A plan key's index in [`Catalog::plans_by_rank`].

@@ -136,7 +136,8 @@ impl Trace {
         applied: bool,
     ) {
         let origin = match &g.origin {
-            GrantOrigin::Manual => format!("manual grant by {}", g.actor),
+            // Who granted it is the contribution's `actor` (blanked on the open plane).
+            GrantOrigin::Manual => "manual grant".to_string(),
             GrantOrigin::Stripe { subscription_id, item_id } => {
                 format!("stripe subscription {subscription_id} item {item_id}")
             }

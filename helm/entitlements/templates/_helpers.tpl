@@ -180,7 +180,7 @@ database, and resolves with the same catalog as the central service.
     - name: ENTITLEMENTS_UPSTREAM_CA
       value: /var/run/entitlements/upstream-ca/ca.crt
     {{- end }}
-    {{- include "entitlements.secretEnv" (dict "root" . "env" (dict "ENTITLEMENTS_UPSTREAM_TOKEN" "dataToken")) | trim | nindent 4 }}
+    {{- include "entitlements.secretEnv" (dict "root" . "env" (dict "ENTITLEMENTS_UPSTREAM_TOKEN" "relayToken")) | trim | nindent 4 }}
     {{- with $sc.extraEnv }}
     {{- toYaml . | nindent 4 }}
     {{- end }}

@@ -130,3 +130,21 @@ pub fn explain(e: &Explanation, state: &TenantState) -> pb::ExplainResponse {
         subscriptions: state.subscriptions.iter().map(pb::Subscription::from).collect(),
     }
 }
+
+/// The open data plane's `Explain`: who made each change and why are people's names and
+/// free text, shown only to a relay's or an admin's credential (SPEC §4). What changed, when,
+/// from which source and until when stays.
+pub fn without_people(e: &mut pb::ExplainResponse) {
+    let forget = |c: &mut pb::Change| {
+        c.actor.clear();
+        c.rationale.clear();
+    };
+    e.last_change.iter_mut().for_each(forget);
+    for f in &mut e.features {
+        f.last_change.iter_mut().for_each(forget);
+        for c in &mut f.contributions {
+            c.actor.clear();
+            c.rationale.clear();
+        }
+    }
+}

@@ -24,7 +24,7 @@ pub use admin::{
     replay_response, stripe_events_response, stripe_query,
 };
 pub use decision::{check_batch_response, check_response, decision, decision_for, intent};
-pub use explain::explain;
+pub use explain::{explain, without_people};
 pub use tenant::{get_tenant_response, tenant_state, tenant_state_request};
 pub use usage::{usage, usage_mode, usage_request, used};
 
