@@ -6,6 +6,7 @@
 //! signature, a timestamp outside tolerance, a body that is not an event or the wrong mode
 //! (nothing stored); 413 over the body limit; 503 when the store cannot commit, so Stripe retries.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::Router;
@@ -18,7 +19,7 @@ use serde_json::json;
 
 use crate::clock::unix_now;
 use crate::service::{Service, ServiceError};
-use crate::{stripe, telemetry};
+use crate::{stripe, telemetry, trace};
 
 /// Webhook settings: endpoint secrets (several during a rotation), mode, body limit.
 #[derive(Debug, Clone)]
@@ -26,6 +27,8 @@ pub struct WebhookConfig {
     pub secrets: Vec<String>,
     pub livemode: bool,
     pub body_limit: usize,
+    /// A span per delivery when exporting traces (continuing the sender's `traceparent`).
+    pub tracing: crate::trace::Tracing,
 }
 
 #[derive(Clone)]
@@ -40,7 +43,13 @@ pub fn router(service: Arc<Service>, webhook: WebhookConfig) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/webhooks/stripe", post(stripe_webhook).layer(DefaultBodyLimit::max(limit)))
+        .route(
+            "/webhooks/stripe",
+            // Two layers leave the error type in between to inference: it is Infallible.
+            post(stripe_webhook)
+                .layer::<_, Infallible>(DefaultBodyLimit::max(limit))
+                .layer(webhook.tracing.http_layer()),
+        )
         .with_state(AppState { service, webhook: Arc::new(webhook) })
 }
 
@@ -86,17 +95,23 @@ async fn stripe_webhook(State(s): State<AppState>, headers: HeaderMap, body: Byt
         }
     };
     tracing::Span::current().record("event_id", verified.envelope.id.as_str());
+    trace::record_event_id(&verified.envelope.id);
     match s.service.apply_stripe(&verified.envelope, verified.event, None).await {
-        Ok(o) => reply(
-            StatusCode::OK,
-            json!({
-                "id": verified.envelope.id,
-                "status": if o.duplicate { "duplicate" } else { o.status.as_str() },
-                "tenant_id": o.tenant_id,
-                "revision": o.revision,
-                "error": o.error,
-            }),
-        ),
+        Ok(o) => {
+            if let Some(tenant) = &o.tenant_id {
+                trace::record_tenant(tenant);
+            }
+            reply(
+                StatusCode::OK,
+                json!({
+                    "id": verified.envelope.id,
+                    "status": if o.duplicate { "duplicate" } else { o.status.as_str() },
+                    "tenant_id": o.tenant_id,
+                    "revision": o.revision,
+                    "error": o.error,
+                }),
+            )
+        }
         Err(e) => {
             tracing::error!(error = %e, "stripe event not committed; asking Stripe to retry");
             let status = match e {
