@@ -46,7 +46,7 @@ for r in $(seq 1 "$ROUNDS"); do
     kill "$SERVER"; wait "$SERVER" 2>/dev/null || true
     requests=$(python3 -c "import json,sys; print(json.load(sys.stdin)['requests'])" <<<"$out")
     ir=$(callgrind_annotate "$(ls -S "$WORK"/callgrind.out.* | head -1)" 2>/dev/null \
-      | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}')
+      | awk '/PROGRAM TOTALS/ && !done {gsub(",", "", $1); print $1; done = 1}')
     echo "$r $rpc $requests $ir $(( ir / requests ))"
   done
 done

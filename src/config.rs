@@ -171,6 +171,20 @@ pub struct ServeArgs {
     /// Deployment edition; overrides the catalog's `edition`. `ce` bypasses every gate.
     #[arg(long, env = "ENTITLEMENTS_EDITION", value_enum)]
     pub edition: Option<EditionArg>,
+    /// Export a span per RPC and per webhook over OTLP/gRPC to this collector (e.g.
+    /// `http://127.0.0.1:4317`); tracing is off without it.
+    #[arg(long, env = "ENTITLEMENTS_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// Fraction of new traces sampled (0.0–1.0); a caller's `traceparent` decision is followed.
+    #[arg(long, env = "ENTITLEMENTS_OTLP_SAMPLE_RATIO", default_value_t = 1.0, value_parser = parse_ratio)]
+    pub otlp_sample_ratio: f64,
+}
+
+fn parse_ratio(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!("`{s}` is not a ratio between 0.0 and 1.0")),
+    }
 }
 
 impl ServeArgs {
@@ -205,6 +219,8 @@ impl ServeArgs {
             max_connection_age: Duration::from_secs(3600),
             watch_heartbeat: Duration::from_secs(5),
             edition: None,
+            otlp_endpoint: None,
+            otlp_sample_ratio: 1.0,
         }
     }
 }

@@ -24,7 +24,7 @@ use crate::clock::unix_now;
 use crate::listener::Admitted;
 use crate::service::{Service, ServiceError};
 use crate::shutdown::Shutdown;
-use crate::{stripe, telemetry};
+use crate::{stripe, telemetry, trace};
 
 /// Webhook settings: endpoint secrets (several during a rotation), mode, body limit, and how
 /// long a sender may take to send the body.
@@ -34,6 +34,8 @@ pub struct WebhookConfig {
     pub livemode: bool,
     pub body_limit: usize,
     pub body_timeout: Duration,
+    /// A span per delivery when exporting traces (continuing the sender's `traceparent`).
+    pub tracing: crate::trace::Tracing,
 }
 
 /// Serve HTTP/1.1 on admitted connections until shutdown, then drain in-flight requests.
@@ -79,7 +81,7 @@ pub fn router(service: Arc<Service>, webhook: WebhookConfig) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/webhooks/stripe", post(stripe_webhook))
+        .route("/webhooks/stripe", post(stripe_webhook).layer(webhook.tracing.http_layer()))
         .with_state(AppState { service, webhook: Arc::new(webhook) })
 }
 
@@ -146,19 +148,25 @@ async fn stripe_webhook(State(s): State<AppState>, req: Request) -> Response {
         }
     };
     tracing::Span::current().record("event_id", verified.envelope.id.as_str());
+    trace::record_event_id(&verified.envelope.id);
     // A NUL can never be stored as data: keep the event (as failed, for the record) and refuse it.
     let status = if verified.has_nul { StatusCode::BAD_REQUEST } else { StatusCode::OK };
     match s.service.apply_stripe(&verified.envelope, verified.event, None).await {
-        Ok(o) => reply(
-            status,
-            json!({
-                "id": verified.envelope.id,
-                "status": if o.duplicate { "duplicate" } else { o.status.as_str() },
-                "tenant_id": o.tenant_id,
-                "revision": o.revision,
-                "error": o.error,
-            }),
-        ),
+        Ok(o) => {
+            if let Some(tenant) = &o.tenant_id {
+                trace::record_tenant(tenant);
+            }
+            reply(
+                status,
+                json!({
+                    "id": verified.envelope.id,
+                    "status": if o.duplicate { "duplicate" } else { o.status.as_str() },
+                    "tenant_id": o.tenant_id,
+                    "revision": o.revision,
+                    "error": o.error,
+                }),
+            )
+        }
         Err(e) => {
             tracing::error!(error = %e, "stripe event not committed; asking Stripe to retry");
             let status = match e {

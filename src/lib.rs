@@ -33,6 +33,7 @@
 //! - [`http`] — the HTTP listener: the Stripe webhook, health, readiness, metrics (SPEC §7, §8).
 //! - [`listener`] — admitting connections on both ports: a cap per listener, a handshake timeout.
 //! - [`telemetry`] — Prometheus metric names and the recorder behind `/metrics` (SPEC §8).
+//! - [`trace`] — a span per RPC and per webhook, continuing `traceparent`, exported over OTLP (SPEC §8).
 //! - [`config`] — CLI flags and `ENTITLEMENTS_*` environment variables (SPEC §8).
 //! - [`server`] — wiring: starts the gRPC and HTTP listeners.
 //! - [`clock`] — the one clock (clippy refuses `SystemTime::now`/`Instant::now` anywhere else).
@@ -58,6 +59,7 @@ pub mod shutdown;
 pub mod store;
 pub mod stripe;
 pub mod telemetry;
+pub mod trace;
 
 /// Generated protobuf and gRPC code for `entitlements.v1`.
 pub mod pb {

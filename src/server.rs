@@ -45,6 +45,8 @@ pub enum ServerError {
     Transport(#[from] tonic::transport::Error),
     #[error("HTTP server: {0}")]
     Http(std::io::Error),
+    #[error(transparent)]
+    Trace(#[from] crate::trace::TraceError),
 }
 
 /// Read and validate a catalog file; `${VAR}` references come from the process environment.
@@ -67,6 +69,8 @@ pub struct Running {
     http: JoinHandle<Result<(), std::io::Error>>,
     /// Listener, watch follower and readiness tasks; they stop on the same signal.
     background: Vec<JoinHandle<()>>,
+    /// Flushed once both listeners have drained, so the last requests' spans are exported.
+    traces: crate::trace::Tracing,
 }
 
 impl Running {
@@ -82,6 +86,7 @@ impl Running {
         for task in self.background {
             let _ = task.await;
         }
+        self.traces.shutdown().await;
         grpc?;
         http.map_err(ServerError::Http)
     }
@@ -94,6 +99,7 @@ impl Running {
 /// Load everything, bind both listeners and start serving in the background.
 pub async fn start(args: &ServeArgs) -> Result<Running, ServerError> {
     let catalog = configured_catalog(args)?;
+    let traces = crate::trace::Tracing::start(args.otlp_endpoint.as_deref(), args.otlp_sample_ratio)?;
     spawn_metrics_upkeep();
     let (stores, backend, upstream) = open_stores(args).await?;
     let service =
@@ -120,19 +126,20 @@ pub async fn start(args: &ServeArgs) -> Result<Running, ServerError> {
     }
     let admission = Admission { max_connections: args.max_connections, handshake_timeout: args.handshake_timeout };
     let grpc_conns = listener::admit(grpc_listener, admission, "grpc", rx.clone());
-    let (grpc, health) = spawn_grpc(args, &service, grpc_conns, rx.clone()).await?;
+    let (grpc, health) = spawn_grpc(args, &service, &traces, grpc_conns, rx.clone()).await?;
     background.push(tokio::spawn(readiness(Arc::clone(&service), health, rx.clone())));
     let webhook = crate::http::WebhookConfig {
         secrets: args.stripe_webhook_secrets.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
         livemode: args.stripe_livemode,
         body_limit: args.webhook_body_limit,
         body_timeout: args.webhook_body_timeout,
+        tracing: traces.clone(),
     };
     let app = crate::http::router(Arc::clone(&service), webhook);
     let http_conns = listener::admit(http_listener, admission, "http", rx.clone());
     let http = tokio::spawn(crate::http::serve(http_conns, app, args.http_header_timeout, rx.clone()));
-    tracing::info!(%grpc_addr, %http_addr, edition = %service.catalog().edition, relay = args.upstream.is_some(), "serving");
-    Ok(Running { grpc_addr, http_addr, service, shutdown, grpc, http, background })
+    tracing::info!(%grpc_addr, %http_addr, edition = %service.catalog().edition, relay = args.upstream.is_some(), otlp = traces.exporting(), "serving");
+    Ok(Running { grpc_addr, http_addr, service, shutdown, grpc, http, background, traces })
 }
 
 /// The catalog file, with the deployment's edition override.
@@ -178,12 +185,13 @@ async fn open_stores(args: &ServeArgs) -> Result<(Stores, Option<Backend>, Optio
     Ok((Stores::sql(store), Some(backend), None))
 }
 
-/// Both planes, health and reflection — behind TLS (if configured), the request timeout and
-/// (for the planes only) the global concurrency limit — served on admitted connections until
-/// shutdown.
+/// Both planes, health and reflection — behind TLS (if configured), the trace layer, the request
+/// timeout and (for the planes only) the global concurrency limit — served on admitted
+/// connections until shutdown.
 async fn spawn_grpc(
     args: &ServeArgs,
     service: &Arc<Service>,
+    traces: &crate::trace::Tracing,
     conns: mpsc::Receiver<Admitted>,
     rx: Shutdown,
 ) -> Result<(GrpcTask, HealthReporter), ServerError> {
@@ -216,7 +224,9 @@ async fn spawn_grpc(
         let identity = Identity::from_pem(read_file(cert)?, read_file(key)?);
         builder = builder.tls_config(ServerTlsConfig::new().identity(identity))?;
     }
+    // The trace layer comes first (outermost of ours): its span sees the requests the limit sheds.
     let router = builder
+        .layer(traces.grpc_layer())
         .layer(PlaneLimitLayer::new(args.max_concurrent_requests))
         .add_service(health_service)
         .add_service(reflection_v1)

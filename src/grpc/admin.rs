@@ -26,6 +26,7 @@ impl AdminApi {
     async fn mutate(&self, r: &(impl CommandMessage + Sync)) -> Result<Committed, Status> {
         let command = r.command(self.service.catalog()).map_err(ServiceError::from)?;
         let (tenant, actor) = (r.tenant_id(), r.actor());
+        crate::trace::record_tenant(tenant);
         let c = self.service.mutate(tenant, command, actor, r.rationale()).await?;
         tracing::info!(tenant, actor, revision = c.revision, "admin change");
         Ok(c)

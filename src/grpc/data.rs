@@ -97,6 +97,7 @@ impl EntitlementService for DataApi {
     ) -> Result<Response<pb::GetTenantStateResponse>, Status> {
         self.relay.verify(req.metadata())?;
         let r = req.into_inner();
+        crate::trace::record_tenant(&r.tenant_id);
         let state = self.service.tenant(&r.tenant_id).await?;
         Ok(Response::new(pb::GetTenantStateResponse::from(&state)))
     }
@@ -104,6 +105,7 @@ impl EntitlementService for DataApi {
     async fn check(&self, req: Request<pb::CheckRequest>) -> Result<Response<pb::CheckResponse>, Status> {
         let started = crate::clock::monotonic();
         let req = req.into_inner();
+        crate::trace::record_tenant(&req.tenant_id);
         let intent = convert::intent(req.intent).map_err(ServiceError::from)?;
         let (c, d) = self.service.check(&req.tenant_id, &req.feature, req.quantity, intent, req.min_revision).await?;
         tracing::debug!(tenant = %req.tenant_id, feature = %req.feature, allowed = d.allowed, reason = d.reason.as_str(), "check");
@@ -117,6 +119,7 @@ impl EntitlementService for DataApi {
         req: Request<pb::CheckBatchRequest>,
     ) -> Result<Response<pb::CheckBatchResponse>, Status> {
         let pb::CheckBatchRequest { tenant_id, items, min_revision } = req.into_inner();
+        crate::trace::record_tenant(&tenant_id);
         let items = items
             .into_iter()
             .map(CheckItem::try_from)
@@ -132,6 +135,7 @@ impl EntitlementService for DataApi {
     async fn explain(&self, req: Request<pb::ExplainRequest>) -> Result<Response<pb::ExplainResponse>, Status> {
         let names = self.relay.allows(req.metadata());
         let req = req.into_inner();
+        crate::trace::record_tenant(&req.tenant_id);
         let at = req.at.as_ref().map(from_ts);
         let (e, state) = self.service.explain(&req.tenant_id, &req.features, at).await?;
         let mut out = convert::explain(&e, &state);
@@ -143,6 +147,7 @@ impl EntitlementService for DataApi {
 
     async fn usage(&self, req: Request<pb::UsageRequest>) -> Result<Response<pb::UsageResponse>, Status> {
         let req = req.into_inner();
+        crate::trace::record_tenant(&req.tenant_id);
         let (c, lines) = self.service.usage(&req.tenant_id, &req.features).await?;
         Ok(Response::new(convert::usage(&c.tenant.catalog, &lines)))
     }
@@ -152,6 +157,7 @@ impl EntitlementService for DataApi {
         req: Request<pb::RecordUsageRequest>,
     ) -> Result<Response<pb::RecordUsageResponse>, Status> {
         let req = req.into_inner();
+        crate::trace::record_tenant(&req.tenant_id);
         let mode = convert::usage_mode(req.mode).map_err(ServiceError::from)?;
         let r = self
             .service

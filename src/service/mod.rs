@@ -20,6 +20,7 @@ use crate::resolve::{self, ResolvedTenant};
 use crate::store::{StoreError, Stores};
 use crate::telemetry::{self, Stats};
 use crate::tenant::validate_tenant_id;
+use crate::trace;
 
 use crate::clock::unix_now;
 
@@ -131,7 +132,10 @@ impl Service {
             .cache
             .get_or_load(tenant, min, |epoch| async move {
                 Stats::bump(&self.stats.store_loads);
+                // Timed only on a miss: the hit path reads no clock for tracing.
+                let started = crate::clock::monotonic();
                 let state = self.stores.tenants.load(tenant).await?;
+                trace::record_store_time(started.elapsed());
                 let tenant = resolve::resolve(&self.catalog, &state, unix_now());
                 Ok::<_, StoreError>(Arc::new(Cached { tenant, epoch }))
             })
@@ -140,8 +144,10 @@ impl Service {
             Ok((c, lookup)) => {
                 if lookup == Lookup::Hit {
                     Stats::bump(&self.stats.cache_hits);
+                    trace::record_cache("hit");
                 } else {
                     Stats::bump(&self.stats.cache_misses);
+                    trace::record_cache("miss");
                 }
                 if c.tenant.revision < min {
                     return Err(ServiceError::RevisionNotReached { wanted: min, have: c.tenant.revision });
@@ -154,10 +160,12 @@ impl Service {
                 // Within the stale bound, the last resolution we loaded beats a fallback.
                 if let Some(c) = self.cache.last_known(tenant).await {
                     Stats::bump(&self.stats.stale_answers);
+                    trace::record_cache("stale");
                     return Ok(c);
                 }
                 if self.catalog.features.iter().any(|f| f.fallback.is_some()) {
                     Stats::bump(&self.stats.fallback_answers);
+                    trace::record_cache("fallback");
                     let tenant = resolve::fallback(&self.catalog, tenant, unix_now());
                     return Ok(Arc::new(Cached { tenant, epoch: 0 }));
                 }
