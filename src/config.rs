@@ -160,6 +160,10 @@ pub struct ServeArgs {
     pub http_header_timeout: Duration,
     #[arg(long, env = "ENTITLEMENTS_WEBHOOK_BODY_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub webhook_body_timeout: Duration,
+    /// gRPC: a connection with no call in flight for this long is closed (noticed when it next
+    /// reads: at the latest its answer to the 30 s HTTP/2 keepalive ping).
+    #[arg(long, env = "ENTITLEMENTS_GRPC_IDLE_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub grpc_idle_timeout: Duration,
     /// gRPC: a connection, busy or idle, is closed (GOAWAY, 30 s grace for calls in flight) this
     /// long after it opened; clients reconnect transparently. Dead peers are found sooner, by
     /// HTTP/2 keepalive (30 s ping, 10 s timeout).
@@ -217,6 +221,7 @@ impl ServeArgs {
             http_header_timeout: Duration::from_secs(10),
             webhook_body_timeout: Duration::from_secs(30),
             max_connection_age: Duration::from_secs(3600),
+            grpc_idle_timeout: Duration::from_secs(300),
             watch_heartbeat: Duration::from_secs(5),
             edition: None,
             otlp_endpoint: None,

@@ -17,7 +17,7 @@ use tonic_health::server::HealthReporter;
 
 use crate::catalog::{Catalog, CatalogError, Edition};
 use crate::config::{EditionArg, ServeArgs};
-use crate::grpc::{AdminApi, BearerAuth, DataApi, PlaneLimitLayer, Tokens};
+use crate::grpc::{ActivityLayer, AdminApi, BearerAuth, DataApi, PlaneLimitLayer, Tokens};
 use crate::listener::{self, Admission, Admitted};
 use crate::pb::admin_service_server::AdminServiceServer;
 use crate::pb::entitlement_service_server::EntitlementServiceServer;
@@ -124,8 +124,13 @@ pub async fn start(args: &ServeArgs) -> Result<Running, ServerError> {
     if let Some(up) = upstream {
         background.push(crate::relay::spawn_watch(up, Arc::clone(&service), rx.clone()));
     }
-    let admission = Admission { max_connections: args.max_connections, handshake_timeout: args.handshake_timeout };
-    let grpc_conns = listener::admit(grpc_listener, admission, "grpc", rx.clone());
+    let admission = Admission {
+        max_connections: args.max_connections,
+        handshake_timeout: args.handshake_timeout,
+        idle_timeout: None,
+    };
+    let grpc_admission = Admission { idle_timeout: Some(args.grpc_idle_timeout), ..admission };
+    let grpc_conns = listener::admit(grpc_listener, grpc_admission, "grpc", rx.clone());
     let (grpc, health) = spawn_grpc(args, &service, &traces, grpc_conns, rx.clone()).await?;
     background.push(tokio::spawn(readiness(Arc::clone(&service), health, rx.clone())));
     let webhook = crate::http::WebhookConfig {
@@ -227,6 +232,7 @@ async fn spawn_grpc(
     // The trace layer comes first (outermost of ours): its span sees the requests the limit sheds.
     let router = builder
         .layer(traces.grpc_layer())
+        .layer(ActivityLayer)
         .layer(PlaneLimitLayer::new(args.max_concurrent_requests))
         .add_service(health_service)
         .add_service(reflection_v1)

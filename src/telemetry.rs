@@ -26,6 +26,7 @@ pub const WEBHOOK_EVENTS: &str = "entitlements_webhook_events_total";
 pub const WEBHOOK_MAPPING_ERRORS: &str = "entitlements_webhook_mapping_errors_total";
 pub const WEBHOOK_REJECTED: &str = "entitlements_webhook_rejected_total";
 pub const CONNECTIONS_REFUSED: &str = "entitlements_connections_refused_total";
+pub const CONNECTIONS_CLOSED_IDLE: &str = "entitlements_connections_closed_idle_total";
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 

@@ -317,6 +317,43 @@ async fn silent_half_open_and_trickling_connections_are_closed() {
 }
 
 #[tokio::test]
+async fn idle_grpc_connections_are_closed_and_a_watch_keeps_its_own() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let args = ServeArgs {
+        grpc_idle_timeout: Duration::from_millis(500),
+        watch_heartbeat: Duration::from_millis(100),
+        ..args(dir.path())
+    };
+    let running = start(&args).await;
+    // An HTTP/2 connection that says hello (preface, SETTINGS) and then makes no call.
+    let mut idle = TcpStream::connect(running.grpc_addr).await.expect("connect");
+    idle.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00").await.expect("preface");
+    assert!(closed_within(&mut idle, Duration::from_secs(10)).await.0, "an idle gRPC connection is closed");
+    // A connection with a call in flight (an open Watch) is not idle, however long it lasts.
+    let mut d = data_client(running.grpc_addr).await;
+    let mut watch = d.watch(with_token(RELAY, pb::WatchRequest::default())).await.expect("watch").into_inner();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for _ in 0..3 {
+        let msg = tokio::time::timeout(Duration::from_secs(5), watch.message()).await.expect("in time");
+        assert!(msg.expect("the stream is alive").is_some(), "heartbeats keep coming");
+    }
+    // And a client whose connection was closed while idle simply reconnects for its next call.
+    let mut c = data_client(running.grpc_addr).await;
+    check(&mut c, "t", "sso").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut ok = false;
+    for _ in 0..3 {
+        let req = pb::CheckRequest { tenant_id: "t".into(), feature: "sso".into(), ..Default::default() };
+        if c.check(req).await.is_ok() {
+            ok = true;
+            break;
+        }
+    }
+    assert!(ok, "the next call goes through on a new connection");
+    running.stop().await.expect("stop");
+}
+
+#[tokio::test]
 async fn connections_beyond_the_cap_are_closed_at_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let args = ServeArgs { max_connections: 2, handshake_timeout: Duration::from_secs(30), ..args(dir.path()) };

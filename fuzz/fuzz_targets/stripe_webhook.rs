@@ -20,12 +20,13 @@ use entitlements_fuzz::{
 };
 use libfuzzer_sys::fuzz_target;
 
-/// Finding F1 (fuzz/findings/stripe_webhook/): a delivered body that async-stripe's webhook
-/// parser accepts can fail `parse_stored` (serde_json), so a replay would not see the event the
-/// delivery saw. Checked only with `FUZZ_STRICT_REPLAY=1` until that is resolved.
+/// Finding F1 (its input is now in the corpus): a delivered body that async-stripe's webhook
+/// parser accepted could fail `parse_stored` (then serde_json), so a replay did not see the
+/// event the delivery saw. Fixed: `parse_stored` parses as delivery does; always checked now
+/// (`FUZZ_STRICT_REPLAY=0` turns it off).
 fn strict_replay() -> bool {
     static STRICT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *STRICT.get_or_init(|| std::env::var_os("FUZZ_STRICT_REPLAY").is_some_and(|v| v == "1"))
+    *STRICT.get_or_init(|| std::env::var_os("FUZZ_STRICT_REPLAY").is_none_or(|v| v != "0"))
 }
 
 /// Fold an applicable translation into a tenant as the store does (`store::stripe`, minus the

@@ -5,10 +5,12 @@ mod admin;
 pub mod codec;
 pub mod convert;
 mod data;
+mod idle;
 mod overload;
 
 pub use admin::AdminApi;
 pub use data::DataApi;
+pub use idle::ActivityLayer;
 pub use overload::PlaneLimitLayer;
 
 use std::sync::Arc;
