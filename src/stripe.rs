@@ -128,7 +128,11 @@ pub fn parse_stored(payload: &str) -> Result<Event, String> {
         return Err(NUL_ERROR.to_string());
     }
     let header = Webhook::generate_test_header(payload, REPLAY_KEY, Some(0));
-    Webhook::construct_event_with_timestamp(payload, &header, REPLAY_KEY, 0).map_err(|e| e.to_string())
+    // The same words as on delivery (`verify` keeps `BadParse`'s own message).
+    Webhook::construct_event_with_timestamp(payload, &header, REPLAY_KEY, 0).map_err(|e| match e {
+        WebhookError::BadParse(m) => m,
+        e => e.to_string(),
+    })
 }
 
 /// A Stripe subscription as plain data, for the core's price map.
