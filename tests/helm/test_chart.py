@@ -491,9 +491,11 @@ def test_sidecar_render_has_the_relay_next_to_the_app(sidecar_docs):
     assert flag(args, "--upstream") == f"http://{FULLNAME}:50051"
     assert flag(args, "--grpc-addr") == "127.0.0.1:50051"
     assert env(app)["ENTITLEMENTS_ADDR"]["value"] == "http://127.0.0.1:50051"
-    # Same image as the central service; no database and no Secret in the application pod.
+    # Same image as the central service; no database; from the Secret only the relay token,
+    # the relay's credential for the upstream's change feed and tenant state.
     assert relay["image"] == central_container(sidecar_docs)["image"]
-    assert not any("valueFrom" in e for e in relay.get("env", []))
+    secret_env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in relay.get("env", []) if "valueFrom" in e}
+    assert secret_env == {"ENTITLEMENTS_UPSTREAM_TOKEN": {"name": "entitlements", "key": "relay-token", "optional": True}}
     assert "ENTITLEMENTS_DATABASE_URL" not in env(relay)
     # Native sidecar: an init container that keeps running.
     assert relay in pod["initContainers"] and relay["restartPolicy"] == "Always"
