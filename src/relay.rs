@@ -51,9 +51,10 @@ pub struct UpstreamStore {
     admin_token: Option<String>,
 }
 
-/// The tenant the relay's readiness probe reads: any valid id does (unknown tenants are read,
-/// never created); what matters is that the upstream answers *this relay's credential*.
-const PROBE_TENANT: &str = "relay-readiness-probe";
+/// The relay's readiness probe reads this tenant id, which the upstream refuses *after* it has
+/// accepted the credential and *before* any store read: `INVALID_ARGUMENT` means "your token is
+/// good", at no cost to the upstream's store (relays probe every 2 s).
+const PROBE_TENANT: &str = "";
 
 fn bearer<T>(msg: T, token: Option<&str>) -> Request<T> {
     let mut r = Request::new(msg);
@@ -151,7 +152,12 @@ impl TenantStore for UpstreamStore {
         if r.status() != tonic_health::pb::health_check_response::ServingStatus::Serving {
             return Err(StoreError::Upstream { code: Code::Unavailable, message: "upstream is not serving".into() });
         }
-        self.load(PROBE_TENANT).await.map(|_| ())
+        let probe = self.req(convert::tenant_state_request(PROBE_TENANT));
+        match self.data.clone().get_tenant_state(probe).await {
+            Err(s) if s.code() == Code::InvalidArgument => Ok(()),
+            Err(s) => Err(upstream_error(s)),
+            Ok(_) => Ok(()),
+        }
     }
 }
 

@@ -208,8 +208,12 @@ impl Command {
         }
     }
 
-    /// The command's own text fields carry no NUL (see [`text`]); the store checks this too.
-    pub fn check_text(&self) -> Result<(), Invalid> {
+    /// Every text the change would store — who, why, and the command's own fields — carries no
+    /// NUL (see [`text`]). Part of [`Command::validate`]; the store checks it again, alike on
+    /// every backend, for callers that did not validate.
+    pub fn check_text(&self, by: &Actor) -> Result<(), Invalid> {
+        text("actor", &by.actor)?;
+        text("rationale", &by.rationale)?;
         match self {
             Command::PutTenant { stripe_customer_id, .. } => {
                 stripe_customer_id.as_deref().map_or(Ok(()), |c| text("stripe_customer_id", c))
@@ -229,7 +233,7 @@ impl Command {
     pub fn validate(&self, catalog: &Catalog, tenant_id: &str, by: &Actor) -> Result<(), Invalid> {
         self.check_required()?;
         check_actor(&by.actor, &by.rationale)?;
-        self.check_text()?;
+        self.check_text(by)?;
         validate_tenant_id(tenant_id).map_err(|e| invalid("tenant_id", e.to_string()))?;
         if by.actor.len() > MAX_ACTOR_LEN || by.rationale.len() > MAX_RATIONALE_LEN {
             return Err(invalid("rationale", "actor (256) or rationale (4096 bytes) too long"));

@@ -393,9 +393,7 @@ impl TenantStore for SqlStore {
     }
 
     async fn mutate(&self, tenant_id: &str, command: &Command, by: &Actor) -> Result<Committed, StoreError> {
-        command.check_text()?;
-        crate::command::text("actor", &by.actor)?;
-        crate::command::text("rationale", &by.rationale)?;
+        command.check_text(by)?;
         let mut tx = self.pool().begin().await?;
         let revision = bump_revision(&mut tx, tenant_id, by).await?;
         let mut state = load_tenant(&mut tx, tenant_id).await?;
