@@ -64,12 +64,66 @@ pub enum Command {
         #[arg(long, env = "ENTITLEMENTS_ADDR", default_value = "http://127.0.0.1:50051")]
         addr: String,
     },
+    /// List a running server's tenants with their plan and phase now (`ListTenants`; needs the
+    /// admin token), e.g. `entitlements tenants --phase past_due`.
+    Tenants(TenantsArgs),
 }
 
 #[derive(Debug, Subcommand)]
 pub enum CatalogCommand {
-    /// Validate a catalog file; prints every problem with its location.
+    /// Validate a catalog file; prints every problem with its location, and warnings
+    /// (placeholder price ids) that do not fail it.
     Check { file: PathBuf },
+    /// Show the catalog a running server loaded (`GetCatalog`): plans with prices, add-ons.
+    Show {
+        #[arg(long, env = "ENTITLEMENTS_ADDR", default_value = "http://127.0.0.1:50051")]
+        addr: String,
+        /// The data-plane token, when the server requires one.
+        #[arg(long, env = "ENTITLEMENTS_DATA_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
+}
+
+/// A lifecycle phase, as `entitlements tenants --phase` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum PhaseArg {
+    Active,
+    Trialing,
+    TrialExpired,
+    HardLocked,
+    Archived,
+    PastDue,
+}
+
+/// `entitlements tenants`: every filter given must hold; all pages are printed.
+#[derive(Debug, Args)]
+pub struct TenantsArgs {
+    #[arg(long, value_enum)]
+    pub phase: Option<PhaseArg>,
+    /// The plan tenants resolve to now.
+    #[arg(long)]
+    pub plan: Option<String>,
+    /// An add-on active now.
+    #[arg(long)]
+    pub addon: Option<String>,
+    /// Only tenants with (true) or without (false) a past-due subscription.
+    #[arg(long)]
+    pub past_due: Option<bool>,
+    /// Trialing tenants whose trial ends before this RFC 3339 time.
+    #[arg(long)]
+    pub trial_ending_before: Option<String>,
+    /// Tenants changed at or after this RFC 3339 time.
+    #[arg(long)]
+    pub changed_since: Option<String>,
+    /// Stop after this many rows.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    #[arg(long, env = "ENTITLEMENTS_ADDR", default_value = "http://127.0.0.1:50051")]
+    pub addr: String,
+    /// The admin token.
+    #[arg(long, env = "ENTITLEMENTS_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

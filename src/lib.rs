@@ -12,6 +12,7 @@
 //! - [`command`] — every admin change as data: `validate` (may it be made?) and `apply` (what it does, audited).
 //! - [`billing`] — Stripe facts through the price map and what each does to a tenant; one ordering rule (SPEC §7).
 //! - [`lifecycle`] — trial, soft lock, hard lock, archive, past due; notices (SPEC §3.5).
+//! - [`listing`] — tenant lists: a row per tenant resolved now, and the filters.
 //! - [`usage`] — usage periods, report validation, the counter rule the store runs atomically (SPEC §2, §4).
 //! - [`resolve`] — `resolve(catalog, state, now)`: plan choice, values, `valid_until` (SPEC §3).
 //! - [`decide`] — `decide(resolved, feature, quantity, intent)`: the decision; the usage gate (SPEC §3).
@@ -34,6 +35,7 @@
 //! - [`listener`] — admitting connections on both ports: a cap per listener, a handshake timeout.
 //! - [`telemetry`] — Prometheus metric names and the recorder behind `/metrics` (SPEC §8).
 //! - [`trace`] — a span per RPC and per webhook, continuing `traceparent`, exported over OTLP (SPEC §8).
+//! - [`cli`] — the human clients of a running server: `check`, `explain`, `tenants`, `catalog show`.
 //! - [`config`] — CLI flags and `ENTITLEMENTS_*` environment variables (SPEC §8).
 //! - [`server`] — wiring: starts the gRPC and HTTP listeners.
 //! - [`clock`] — the one clock (clippy refuses `SystemTime::now`/`Instant::now` anywhere else).
@@ -41,10 +43,11 @@
 //! - [`backoff`] — the one reconnect backoff (doubling, with jitter).
 
 /// The pure core, re-exported under the paths the shell has always used.
-pub use entitlements_core::{billing, catalog, command, decide, explain, lifecycle, resolve, tenant, usage};
+pub use entitlements_core::{billing, catalog, command, decide, explain, lifecycle, listing, resolve, tenant, usage};
 
 pub mod backoff;
 pub mod cache;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod feed;

@@ -1,12 +1,11 @@
-//! The `entitlements` binary: `serve`, `migrate`, `catalog check`, and the `check`/`explain`
-//! clients for humans.
+//! The `entitlements` binary: `serve`, `migrate`, `catalog check`, and the clients for humans
+//! (`check`, `explain`, `tenants`, `catalog show`; see `entitlements::cli`).
 
 use std::process::ExitCode;
 
 use clap::Parser;
+use entitlements::cli;
 use entitlements::config::{CatalogCommand, Cli, Command, LogFormat};
-use entitlements::pb::entitlement_service_client::EntitlementServiceClient;
-use entitlements::pb::{self, CheckRequest, ExplainRequest};
 use entitlements::server;
 use entitlements::store::sql::SqlStore;
 use tracing_subscriber::EnvFilter;
@@ -54,13 +53,18 @@ async fn run(command: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
         }
         Command::Catalog(CatalogCommand::Check { file }) => match server::load_catalog(&file) {
             Ok(c) => {
+                for w in &c.warnings {
+                    println!("warning: {w}");
+                }
                 println!(
-                    "{}: ok ({} features, {} plans, {} add-ons, {} prices)",
+                    "{}: ok ({} features, {} plans, {} add-ons, {} prices, {} warning(s); version {})",
                     file.display(),
                     c.features.len(),
                     c.plans_by_rank().len(),
                     c.addons.len(),
-                    c.prices.len()
+                    c.prices.len(),
+                    c.warnings.len(),
+                    c.version
                 );
                 Ok(ExitCode::SUCCESS)
             }
@@ -69,55 +73,12 @@ async fn run(command: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 Ok(ExitCode::FAILURE)
             }
         },
+        Command::Catalog(CatalogCommand::Show { addr, token }) => cli::catalog_show(&addr, token.as_deref()).await,
         Command::Check { tenant, feature, quantity, read, addr } => {
-            let mut client = EntitlementServiceClient::connect(addr).await?;
-            let intent = if read { pb::Intent::Read } else { pb::Intent::Write };
-            let resp = client
-                .check(CheckRequest { tenant_id: tenant, feature, quantity, intent: intent as i32, min_revision: None })
-                .await?
-                .into_inner();
-            let d = resp.decision.unwrap_or_default();
-            println!(
-                "{} {} reason={} plan={} phase={}{}",
-                if d.allowed { "ALLOWED" } else { "DENIED" },
-                d.feature,
-                d.reason().as_str_name(),
-                d.plan,
-                d.phase().as_str_name(),
-                d.upgrade.map(|u| format!(" upgrade={}:{}", u.kind().as_str_name(), u.key)).unwrap_or_default()
-            );
-            Ok(if d.allowed { ExitCode::SUCCESS } else { ExitCode::from(2) })
+            cli::check(tenant, feature, quantity, read, &addr).await
         }
-        Command::Explain { tenant, features, at, addr } => {
-            let at = at.map(|s| humantime::parse_rfc3339(&s).map(prost_types::Timestamp::from)).transpose()?;
-            let mut client = EntitlementServiceClient::connect(addr).await?;
-            let e = client.explain(ExplainRequest { tenant_id: tenant, features, at }).await?.into_inner();
-            print_explanation(e);
-            Ok(ExitCode::SUCCESS)
-        }
-    }
-}
-
-/// `entitlements explain`: the explanation, for a human.
-fn print_explanation(e: pb::ExplainResponse) {
-    let plan = e.plan.unwrap_or_default();
-    let lc = e.lifecycle.unwrap_or_default();
-    println!("tenant {} (known: {}, revision {}, edition {})", e.tenant_id, e.known, e.revision, e.edition);
-    println!("plan: {}", plan.summary);
-    println!("lifecycle: {}", lc.summary);
-    for n in &e.notices {
-        println!("notice: {} {}", n.kind().as_str_name(), n.message);
-    }
-    for f in &e.features {
-        println!("  {}", f.summary);
-    }
-    for o in &e.trial_offers {
-        println!(
-            "offer {}: {}{}",
-            o.key,
-            if o.open { "open" } else { "closed" },
-            if o.reason.is_empty() { String::new() } else { format!(" ({})", o.reason) }
-        );
+        Command::Explain { tenant, features, at, addr } => cli::explain(tenant, features, at, &addr).await,
+        Command::Tenants(args) => cli::tenants(args).await,
     }
 }
 

@@ -113,7 +113,7 @@ impl UpstreamStore {
     /// log (the central service applies webhooks).
     pub fn stores(&self) -> Stores {
         let up = Arc::new(self.clone());
-        Stores { tenants: up.clone(), usage: up.clone(), audit: up, stripe: None }
+        Stores { tenants: up.clone(), usage: up.clone(), audit: up, stripe: None, directory: None }
     }
 }
 

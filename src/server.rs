@@ -150,6 +150,9 @@ pub async fn start(args: &ServeArgs) -> Result<Running, ServerError> {
 /// The catalog file, with the deployment's edition override.
 fn configured_catalog(args: &ServeArgs) -> Result<Catalog, ServerError> {
     let catalog = load_catalog(&args.catalog)?;
+    for w in &catalog.warnings {
+        tracing::warn!(catalog = %args.catalog.display(), "{w}");
+    }
     Ok(match args.edition {
         Some(EditionArg::Ee) => catalog.with_edition(Edition::Ee),
         Some(EditionArg::Ce) => catalog.with_edition(Edition::Ce),

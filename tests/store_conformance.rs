@@ -18,6 +18,7 @@
 //! | `shared_database` | two stores migrating and sharing one database                           |
 //! | `collation`       | lists in byte-wise key order, with keys no catalog may name             |
 //! | `text`            | text no backend can keep (NUL) is refused as the caller's fault, alike  |
+//! | `directory`       | `TenantDirectory`: whole tenant states a page at a time, in id order    |
 //!
 //! Backends × categories:
 //!
@@ -30,7 +31,8 @@
 //! |            | in-process (fresh SQLite file, admin token, the catalog  | `usage`, `text`    |
 //! |            | of [`harness::relay_catalog`])                           |                    |
 //!
-//! The relay has no Stripe log (webhooks land on the central service), runs no SQL of its own
+//! The relay has no Stripe log (webhooks land on the central service) and no tenant directory
+//! (tenant lists are the central service's admin plane), runs no SQL of its own
 //! (`usage_counter`, `shared_database`) and can only name catalog keys (`collation`).
 //!
 //! A plain `cargo test --test store_conformance` runs the SQLite and relay tests and lists the
@@ -167,6 +169,12 @@ macro_rules! category {
             nul_is_refused_as_invalid_input_and_changes_nothing,
         );
     };
+    // SQL only: a relay has no directory (tenant lists are the central service's).
+    ($run:ident $attrs:tt directory) => {
+        category_tests!($run $attrs directory:
+            tenants_page_in_id_order_with_their_whole_state,
+        );
+    };
     // SQL only: its keys (upper case, `-`, `.`) probe the database's collation; catalog keys are
     // snake_case, so a relay's upstream refuses them.
     ($run:ident $attrs:tt collation) => {
@@ -185,10 +193,10 @@ macro_rules! backend {
     };
 }
 
-backend!(sqlite: run_sqlite [] [tenants, audit, usage, usage_counter, stripe, shared_database, collation, text]);
+backend!(sqlite: run_sqlite [] [tenants, audit, usage, usage_counter, stripe, shared_database, collation, text, directory]);
 backend!(postgres: run_postgres
     [#[ignore = "needs PostgreSQL: set ENTITLEMENTS_TEST_POSTGRES_URL and run with -- --ignored"]]
-    [tenants, audit, usage, usage_counter, stripe, shared_database, collation, text]);
+    [tenants, audit, usage, usage_counter, stripe, shared_database, collation, text, directory]);
 backend!(relay: run_relay [] [tenants, audit, usage, text]);
 
 mod harness {
@@ -204,7 +212,7 @@ mod harness {
     use entitlements::server;
     use entitlements::store::sql::SqlStore;
     use entitlements::store::{
-        AuditLog, StoreError, Stores, StripeLog, TenantStore, UsageOutcome, UsageReport, UsageStore,
+        AuditLog, StoreError, Stores, StripeLog, TenantDirectory, TenantStore, UsageOutcome, UsageReport, UsageStore,
     };
     use entitlements::tenant::{Trial, UnixTime};
     use sqlx::postgres::PgConnection;
@@ -228,6 +236,8 @@ mod harness {
         pub audit: Arc<dyn AuditLog>,
         /// `None` on a relay.
         pub stripe: Option<Arc<dyn StripeLog>>,
+        /// `None` on a relay.
+        pub directory: Option<Arc<dyn TenantDirectory>>,
         /// The database behind the store (for a relay: its central server's).
         pub url: String,
         /// When the case's changes happen: `T0` on SQL; the real clock on a relay, whose upstream
@@ -243,8 +253,8 @@ mod harness {
     impl Db {
         fn new(backend: Backend, stores: Stores, url: String, upstream: Option<UpstreamConfig>) -> Db {
             let t0 = if backend == Backend::Relay { unix_now() } else { T0 };
-            let Stores { tenants, usage, audit, stripe } = stores;
-            Db { backend, tenants, usage, audit, stripe, url, t0, upstream }
+            let Stores { tenants, usage, audit, stripe, directory } = stores;
+            Db { backend, tenants, usage, audit, stripe, directory, url, t0, upstream }
         }
 
         pub fn is_relay(&self) -> bool {
@@ -2231,6 +2241,39 @@ mod cases {
             assert_eq!(plans, sorted);
             assert_eq!(addons, sorted);
             assert_eq!(features, sorted);
+        }
+    }
+
+    pub mod directory {
+        use crate::harness::Db;
+        use crate::*;
+
+        /// Pages of whole tenant states in id order: `after` continues exactly where the last
+        /// page ended, and each state is what `load` returns.
+        pub async fn tenants_page_in_id_order_with_their_whole_state(db: Db) {
+            let s = &*db.tenants;
+            let dir = db.directory.as_deref().expect("a directory case on a backend without one");
+            assert!(dir.tenants_after(None, 10).await.expect("empty list").is_empty());
+            let ids = ["t-c", "t-a", "t-e", "t-b", "t-d"];
+            for (i, id) in ids.iter().enumerate() {
+                mutate(s, id, put_tenant(Some(&format!("cus_{id}")), None, None), T0 + i as i64).await;
+            }
+            let grant = Command::GrantAddOn { addon: "teams".into(), quantity: 2, expires_at: None };
+            mutate(s, "t-b", grant, T0 + 10).await;
+            mutate(s, "t-b", Command::AssignPlan { plan: "pro".into(), expires_at: None }, T0 + 11).await;
+
+            let first = dir.tenants_after(None, 2).await.expect("page 1");
+            let names = |page: &[TenantState]| page.iter().map(|t| t.tenant_id.clone()).collect::<Vec<_>>();
+            assert_eq!(names(&first), ["t-a", "t-b"]);
+            assert_eq!(first[1], load(s, "t-b").await, "a listed state is the loaded state");
+            assert_eq!(first[1].addon_grants.len(), 1);
+            let rest = dir.tenants_after(Some("t-b"), 10).await.expect("page 2");
+            assert_eq!(names(&rest), ["t-c", "t-d", "t-e"]);
+            assert!(
+                rest.iter()
+                    .all(|t| t.known && t.stripe_customer_id.as_deref() == Some(&format!("cus_{}", t.tenant_id)))
+            );
+            assert!(dir.tenants_after(Some("t-e"), 10).await.expect("past the end").is_empty());
         }
     }
 }

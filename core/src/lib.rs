@@ -10,6 +10,7 @@
 //! - [`command`] — every admin change as data: `validate` (may it be made?) and `apply` (what it does).
 //! - [`billing`] — Stripe facts through the price map, and what each does to a tenant; one ordering rule.
 //! - [`lifecycle`] — trial, soft lock, hard lock, archive, past due; notices (SPEC §3.5).
+//! - [`listing`] — tenant lists: a resolved row per tenant and the filters (phase, plan, add-on, …).
 //! - [`usage`] — usage periods, limit arithmetic, and the counter rule the store applies atomically.
 //! - [`resolve`] — `resolve(catalog, state, now)`: plan choice, values, `valid_until` (SPEC §3).
 //! - [`decide`] — `decide(resolved, feature, quantity, intent)`: the decision (SPEC §3).
@@ -20,6 +21,7 @@ pub mod command;
 pub mod decide;
 pub mod explain;
 pub mod lifecycle;
+pub mod listing;
 pub mod resolve;
 pub mod tenant;
 pub mod usage;

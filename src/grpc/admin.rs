@@ -134,4 +134,14 @@ impl AdminService for AdminApi {
         tracing::info!(event_id = %r.event_id, actor = %r.actor, outcome = outcome.status.as_str(), "stripe event replayed");
         Ok(Response::new(convert::replay_response(&outcome, &stored)))
     }
+
+    async fn list_tenants(
+        &self,
+        req: Request<pb::ListTenantsRequest>,
+    ) -> Result<Response<pb::ListTenantsResponse>, Status> {
+        let r = req.into_inner();
+        let (filter, after, size) = convert::list_query(&r).map_err(ServiceError::from)?;
+        let page = self.service.list_tenants(&filter, after, size).await?;
+        Ok(Response::new(convert::tenants_page(page)))
+    }
 }

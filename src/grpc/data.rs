@@ -102,6 +102,13 @@ impl EntitlementService for DataApi {
         Ok(Response::new(pb::GetTenantStateResponse::from(&state)))
     }
 
+    async fn get_catalog(
+        &self,
+        _req: Request<pb::GetCatalogRequest>,
+    ) -> Result<Response<pb::GetCatalogResponse>, Status> {
+        Ok(Response::new(convert::catalog(self.service.catalog())))
+    }
+
     async fn check(&self, req: Request<pb::CheckRequest>) -> Result<Response<pb::CheckResponse>, Status> {
         let started = crate::clock::monotonic();
         let req = req.into_inner();

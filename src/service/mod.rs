@@ -6,6 +6,7 @@ mod admin;
 mod billing;
 mod decisions;
 
+pub use admin::{MAX_LIST_PAGE, TenantPage};
 pub use decisions::{CheckItem, MAX_BATCH, RecordUsageResult, UsageLine};
 
 use std::sync::Arc;

@@ -197,6 +197,13 @@ pub trait AuditLog: Send + Sync + 'static {
     async fn audit(&self, tenant_id: &str, limit: u32, before_id: Option<i64>) -> Result<Vec<AuditRecord>, StoreError>;
 }
 
+/// Tenant lists: tenant states a page at a time, in id order (stable while tenants change).
+#[async_trait]
+pub trait TenantDirectory: Send + Sync + 'static {
+    /// Up to `limit` known tenants after `after` (from the first when `None`), in id order.
+    async fn tenants_after(&self, after: Option<&str>, limit: u32) -> Result<Vec<TenantState>, StoreError>;
+}
+
 /// The log of verified Stripe events, and their application to tenants.
 #[async_trait]
 pub trait StripeLog: Send + Sync + 'static {
@@ -221,20 +228,28 @@ pub trait StripeLog: Send + Sync + 'static {
     async fn pending_stripe_events(&self, customer_id: &str) -> Result<Vec<StoredEvent>, StoreError>;
 }
 
-/// The stores a service runs on. A database backs all four; a relay serves tenant state, usage
-/// and audit from its upstream and has no Stripe log (the central service applies webhooks).
+/// The stores a service runs on. A database backs all five; a relay serves tenant state, usage
+/// and audit from its upstream and has no Stripe log (the central service applies webhooks) and
+/// no tenant directory (lists are the central service's admin plane).
 #[derive(Clone)]
 pub struct Stores {
     pub tenants: Arc<dyn TenantStore>,
     pub usage: Arc<dyn UsageStore>,
     pub audit: Arc<dyn AuditLog>,
     pub stripe: Option<Arc<dyn StripeLog>>,
+    pub directory: Option<Arc<dyn TenantDirectory>>,
 }
 
 impl Stores {
     /// Every concern from one database.
     pub fn sql(store: sql::SqlStore) -> Stores {
         let store = Arc::new(store);
-        Stores { tenants: store.clone(), usage: store.clone(), audit: store.clone(), stripe: Some(store) }
+        Stores {
+            tenants: store.clone(),
+            usage: store.clone(),
+            audit: store.clone(),
+            stripe: Some(store.clone()),
+            directory: Some(store),
+        }
     }
 }

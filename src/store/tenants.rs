@@ -7,7 +7,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use super::sql::SqlStore;
-use super::{Committed, StoreError, TenantStore};
+use super::{Committed, StoreError, TenantDirectory, TenantStore};
 use crate::catalog::Interval;
 use crate::command::{Actor, AuditEntry, Command};
 use crate::tenant::{
@@ -26,27 +26,47 @@ fn interval(s: Option<String>) -> Option<Interval> {
     }
 }
 
-/// A tenant's whole state in one statement: one round trip (PostgreSQL) or one hop to the
-/// SQLite worker instead of five, and one snapshot instead of five reads a writer could
-/// interleave. Every table maps onto the same row shape: `k` says which table, `t1..t6` are
-/// its text columns and `n1..n6` its integer columns (see the arms of [`load_tenant`]).
-const LOAD_TENANT: &str = "\
-SELECT CAST(0 AS BIGINT) AS k, stripe_customer_id AS t1, last_actor AS t2, last_rationale AS t3, last_origin AS t4, \
-       CAST(NULL AS TEXT) AS t5, CAST(NULL AS TEXT) AS t6, \
-       revision AS n1, trial_start AS n2, trial_end AS n3, archived AS n4, updated_at AS n5, CAST(NULL AS BIGINT) AS n6 \
-  FROM tenants WHERE tenant_id = $1 \
-UNION ALL SELECT 1, id, status, plan, billing_interval, last_event_id, NULL, \
-       seats, trial_end, current_period_start, current_period_end, cancel_at_period_end, last_event_created \
-  FROM subscriptions WHERE tenant_id = $1 \
-UNION ALL SELECT 2, plan, actor, rationale, NULL, NULL, NULL, assigned_at, expires_at, NULL, NULL, NULL, NULL \
-  FROM plan_assignments WHERE tenant_id = $1 \
-UNION ALL SELECT 3, addon, origin, NULL, NULL, actor, rationale, quantity, granted_at, expires_at, NULL, NULL, NULL \
-  FROM addon_grants WHERE tenant_id = $1 \
-UNION ALL SELECT 4, feature, value_json, actor, rationale, NULL, NULL, set_at, expires_at, NULL, NULL, NULL, NULL \
-  FROM overrides WHERE tenant_id = $1 \
-ORDER BY k, t1, t2";
+/// The rows of a tenant's whole state, for the tenants `$pred` selects, in one statement: one
+/// round trip (PostgreSQL) or one hop to the SQLite worker instead of five, and one snapshot
+/// instead of five reads a writer could interleave. Every table maps onto the same row shape:
+/// `k` says which table, `t1..t6` are its text columns, `n1..n6` its integer columns (see the
+/// arms of [`read_row`]) and `tid` the tenant.
+macro_rules! tenant_rows {
+    ($pred:literal, $order:literal) => {
+        concat!(
+            "SELECT CAST(0 AS BIGINT) AS k, stripe_customer_id AS t1, last_actor AS t2, last_rationale AS t3, \
+                    last_origin AS t4, CAST(NULL AS TEXT) AS t5, CAST(NULL AS TEXT) AS t6, \
+                    revision AS n1, trial_start AS n2, trial_end AS n3, archived AS n4, updated_at AS n5, \
+                    CAST(NULL AS BIGINT) AS n6, tenant_id AS tid \
+               FROM tenants WHERE ", $pred, " \
+             UNION ALL SELECT 1, id, status, plan, billing_interval, last_event_id, NULL, \
+                    seats, trial_end, current_period_start, current_period_end, cancel_at_period_end, \
+                    last_event_created, tenant_id \
+               FROM subscriptions WHERE ", $pred, " \
+             UNION ALL SELECT 2, plan, actor, rationale, NULL, NULL, NULL, assigned_at, expires_at, NULL, NULL, \
+                    NULL, NULL, tenant_id \
+               FROM plan_assignments WHERE ", $pred, " \
+             UNION ALL SELECT 3, addon, origin, NULL, NULL, actor, rationale, quantity, granted_at, expires_at, \
+                    NULL, NULL, NULL, tenant_id \
+               FROM addon_grants WHERE ", $pred, " \
+             UNION ALL SELECT 4, feature, value_json, actor, rationale, NULL, NULL, set_at, expires_at, NULL, NULL, \
+                    NULL, NULL, tenant_id \
+               FROM overrides WHERE ", $pred, " \
+             ORDER BY ", $order
+        )
+    };
+}
 
-/// One row of [`LOAD_TENANT`], read by position (k = 0, t1..t6 = 1..6, n1..n6 = 7..12): no
+/// One tenant's state.
+const LOAD_TENANT: &str = tenant_rows!("tenant_id = $1", "k, t1, t2");
+
+/// The states of the `$2` tenants after `$1` in id order (a page of a tenant list).
+const LOAD_TENANTS_AFTER: &str = tenant_rows!(
+    "tenant_id IN (SELECT tenant_id FROM tenants WHERE tenant_id > $1 ORDER BY tenant_id LIMIT $2)",
+    "tid, k, t1, t2"
+);
+
+/// One row of [`tenant_rows!`], read by position (k = 0, t1..t6 = 1..6, n1..n6 = 7..12): no
 /// column-name lookups per field.
 struct Cols<'a> {
     row: &'a AnyRow,
@@ -73,27 +93,54 @@ pub(super) async fn load_tenant(conn: &mut AnyConnection, tenant_id: &str) -> Re
     let rows = sqlx::query(LOAD_TENANT).bind(tenant_id).fetch_all(&mut *conn).await?;
     let mut state = TenantState::unknown(tenant_id);
     for row in &rows {
-        let c = Cols { row, tenant_id };
-        match row.try_get::<i64, _>(0)? {
-            0 => read_tenant_row(&mut state, &c)?,
-            1 => state.subscriptions.push(subscription_row(&c)?),
-            2 => state.plan_assignments.push(PlanAssignment {
-                plan: c.req_text(1)?,
-                actor: c.req_text(2)?,
-                rationale: c.req_text(3)?,
-                assigned_at: c.req_num(1)?,
-                expires_at: c.num(2)?,
-            }),
-            3 => state.addon_grants.push(grant_row(&c)?),
-            4 => state.overrides.push(override_row(&c)?),
-            other => return Err(StoreError::Corrupt(format!("tenant {tenant_id}: row kind {other}"))),
-        }
+        read_row(&mut state, &Cols { row, tenant_id })?;
     }
     // Without its `tenants` row a tenant is unknown, whatever else is stored under its id.
     if !state.known {
         return Ok(TenantState::unknown(tenant_id));
     }
     Ok(state)
+}
+
+/// The states of up to `limit` tenants after `after` (from the first when empty), in id order.
+pub(super) async fn load_tenants_after(
+    conn: &mut AnyConnection,
+    after: &str,
+    limit: u32,
+) -> Result<Vec<TenantState>, StoreError> {
+    let rows = sqlx::query(LOAD_TENANTS_AFTER).bind(after).bind(i64::from(limit)).fetch_all(&mut *conn).await?;
+    let mut states: Vec<TenantState> = Vec::new();
+    for row in &rows {
+        let tid: String = row.try_get(13)?;
+        if states.last().is_none_or(|s| s.tenant_id != tid) {
+            states.push(TenantState::unknown(&tid));
+        }
+        if let Some(state) = states.last_mut() {
+            read_row(state, &Cols { row, tenant_id: &tid })?;
+        }
+    }
+    // Rows of a tenant whose `tenants` row is gone do not make it known (as in `load_tenant`).
+    states.retain(|s| s.known);
+    Ok(states)
+}
+
+/// One row of a tenant's state (kind `k`) into `state`.
+fn read_row(state: &mut TenantState, c: &Cols) -> Result<(), StoreError> {
+    match c.row.try_get::<i64, _>(0)? {
+        0 => read_tenant_row(state, c)?,
+        1 => state.subscriptions.push(subscription_row(c)?),
+        2 => state.plan_assignments.push(PlanAssignment {
+            plan: c.req_text(1)?,
+            actor: c.req_text(2)?,
+            rationale: c.req_text(3)?,
+            assigned_at: c.req_num(1)?,
+            expires_at: c.num(2)?,
+        }),
+        3 => state.addon_grants.push(grant_row(c)?),
+        4 => state.overrides.push(override_row(c)?),
+        other => return Err(StoreError::Corrupt(format!("tenant {}: row kind {other}", c.tenant_id))),
+    }
+    Ok(())
 }
 
 fn read_tenant_row(state: &mut TenantState, c: &Cols) -> Result<(), StoreError> {
@@ -410,5 +457,13 @@ impl TenantStore for SqlStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         SqlStore::ping(self).await
+    }
+}
+
+#[async_trait]
+impl TenantDirectory for SqlStore {
+    async fn tenants_after(&self, after: Option<&str>, limit: u32) -> Result<Vec<TenantState>, StoreError> {
+        let mut conn = self.pool().acquire().await?;
+        load_tenants_after(&mut conn, after.unwrap_or(""), limit).await
     }
 }

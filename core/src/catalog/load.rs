@@ -38,22 +38,35 @@ impl fmt::Display for Problem {
 #[error("invalid catalog ({} problem(s)):\n{}", .0.len(), .0.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
 pub struct CatalogError(pub Vec<Problem>);
 
-/// The problems found so far, positioned against the source text.
+/// The problems found so far, positioned against the source text, and the warnings: what
+/// loads but is probably not meant for production.
 struct Problems<'a> {
     src: &'a str,
     list: Vec<Problem>,
+    warnings: Vec<Problem>,
 }
 
 impl Problems<'_> {
-    fn at(&mut self, span: Option<Range<usize>>, path: impl Into<String>, msg: impl Into<String>) {
+    fn problem(&self, span: Option<Range<usize>>, path: impl Into<String>, msg: impl Into<String>) -> Problem {
         let position = span.map(|s| line_col(self.src, s.start));
-        self.list.push(Problem { position, path: path.into(), message: msg.into() });
+        Problem { position, path: path.into(), message: msg.into() }
     }
 
-    /// All problems, ordered by position, or nothing when the catalog is valid.
-    fn finish(mut self) -> Result<(), CatalogError> {
+    fn at(&mut self, span: Option<Range<usize>>, path: impl Into<String>, msg: impl Into<String>) {
+        let problem = self.problem(span, path, msg);
+        self.list.push(problem);
+    }
+
+    fn warn(&mut self, span: Option<Range<usize>>, path: impl Into<String>, msg: impl Into<String>) {
+        let warning = self.problem(span, path, msg);
+        self.warnings.push(warning);
+    }
+
+    /// The warnings ordered by position when the catalog is valid; every problem otherwise.
+    fn finish(mut self) -> Result<Vec<Problem>, CatalogError> {
         if self.list.is_empty() {
-            return Ok(());
+            self.warnings.sort_by_key(|pr| pr.position);
+            return Ok(self.warnings);
         }
         self.list.sort_by_key(|pr| pr.position);
         Err(CatalogError(self.list))
@@ -67,9 +80,17 @@ fn line_col(src: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
+/// A string with its `${VAR}` references expanded.
+struct Expanded {
+    text: String,
+    /// The variables that were unset, so their `:-default` stands in.
+    defaulted: Vec<String>,
+}
+
 /// Expand `${VAR}` and `${VAR:-default}` references through `env`.
-fn expand_env(raw: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+fn expand_env(raw: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Expanded, String> {
     let mut out = String::new();
+    let mut defaulted = Vec::new();
     let mut rest = raw;
     while let Some(start) = rest.find("${") {
         out.push_str(&rest[..start]);
@@ -82,13 +103,33 @@ fn expand_env(raw: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String,
         };
         match (env(name).filter(|v| !v.is_empty()), default) {
             (Some(v), _) => out.push_str(&v),
-            (None, Some(d)) => out.push_str(d),
+            (None, Some(d)) => {
+                out.push_str(d);
+                defaulted.push(name.to_string());
+            }
             (None, None) => return Err(format!("environment variable `{name}` is not set")),
         }
         rest = &after[end + 1..];
     }
     out.push_str(rest);
-    Ok(out)
+    Ok(Expanded { text: out, defaulted })
+}
+
+/// Stripe's own price ids: `price_` and at least 14 letters and digits (`price_1MoBy5LkdIwHu7ix…`).
+fn looks_like_stripe_price(id: &str) -> bool {
+    id.strip_prefix("price_").is_some_and(|rest| rest.len() >= 14 && rest.chars().all(|c| c.is_ascii_alphanumeric()))
+}
+
+/// FNV-1a, 64 bits: a catalog version that is the same on every replica and every build
+/// (std's hasher promises neither).
+fn fnv1a(parts: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for b in part.bytes().chain(std::iter::once(0)) {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    h
 }
 
 fn parse_value(v: &toml::Value, kind: FeatureKind) -> Result<Value, String> {
@@ -120,7 +161,7 @@ impl Catalog {
             let position = e.span().map(|s| line_col(src, s.start));
             CatalogError(vec![Problem { position, path: "(file)".into(), message: e.message().to_string() }])
         })?;
-        let mut p = Problems { src, list: Vec::new() };
+        let mut p = Problems { src, list: Vec::new(), warnings: Vec::new() };
 
         // Sections in dependency order; the order also fixes the order of same-position problems.
         let (mut features, feature_index) = load_features(&mut p, &raw.features);
@@ -134,11 +175,18 @@ impl Catalog {
         }
         let (addons, addon_index) = load_addons(&mut p, &raw.addons, &features, &feature_index);
         mark_addon_only(&mut features, &plans, &addons);
-        let (prices, price_index) = load_prices(&mut p, &raw.prices, env, &plans, &plan_index, &addon_index);
+        let currency = catalog_currency(&mut p, raw.currency.as_ref());
+        let prices =
+            Prices { env, plans: &plans, plan_index: &plan_index, addon_index: &addon_index, currency: &currency };
+        let (prices, price_index) = load_prices(&mut p, &raw.prices, &prices);
         let lifecycle = load_lifecycle(&mut p, raw.lifecycle.as_ref(), &plan_index);
         let trial_offers = load_trial_offers(&mut p, &raw.trial_offers, &plan_index);
 
-        p.finish()?;
+        let warnings = p.finish()?;
+        let version = {
+            let parts: Vec<&str> = std::iter::once(src).chain(prices.iter().map(|pr| pr.id.as_str())).collect();
+            format!("{:016x}", fnv1a(&parts))
+        };
         Ok(Catalog {
             edition: raw.edition.unwrap_or(Edition::Ee),
             default_plan: raw.default_plan.into_inner(),
@@ -148,6 +196,8 @@ impl Catalog {
             prices,
             lifecycle,
             trial_offers,
+            version,
+            warnings,
             feature_index,
             plan_index,
             addon_index,
@@ -179,7 +229,9 @@ fn load_features(p: &mut Problems, raw: &BTreeMap<String, Spanned<RawFeature>>) 
         features.push(Feature {
             key: key.clone(),
             kind,
+            label: f.label.clone().unwrap_or_else(|| key.clone()),
             description: f.description.clone(),
+            unit: f.unit.clone(),
             enforcement: f.enforcement,
             fallback,
             addon_only: false,
@@ -263,6 +315,7 @@ fn load_plans(
         plans.push(Plan {
             key: key.clone(),
             name: plan.name.clone().unwrap_or_else(|| key.clone()),
+            description: plan.description.clone(),
             rank: plan.rank,
             values,
             seats_feature,
@@ -320,6 +373,7 @@ fn load_addons(
         addons.push(AddOn {
             key: key.clone(),
             name: addon.get_ref().name.clone().unwrap_or_else(|| key.clone()),
+            description: addon.get_ref().description.clone(),
             grants,
         });
     }
@@ -335,40 +389,80 @@ fn mark_addon_only(features: &mut [Feature], plans: &[Plan], addons: &[AddOn]) {
     }
 }
 
+/// The top-level `currency`, `usd` when unset.
+fn catalog_currency(p: &mut Problems, raw: Option<&Spanned<String>>) -> String {
+    raw.map_or_else(|| "usd".to_string(), |c| currency(p, "currency", c))
+}
+
+/// An ISO 4217 code as Stripe writes it: three lower-case letters.
+fn currency(p: &mut Problems, path: &str, c: &Spanned<String>) -> String {
+    let code = c.get_ref();
+    if !(code.len() == 3 && code.chars().all(|ch| ch.is_ascii_lowercase())) {
+        p.at(Some(c.span()), path, format!("currency `{code}` is not an ISO 4217 code in lower case (e.g. `usd`)"));
+    }
+    code.clone()
+}
+
+/// What prices are checked against.
+struct Prices<'a> {
+    env: &'a dyn Fn(&str) -> Option<String>,
+    plans: &'a [Plan],
+    plan_index: &'a KeyIndex,
+    addon_index: &'a KeyIndex,
+    currency: &'a str,
+}
+
 /// `[[prices]]`, in file order, with `${VAR}` references in ids expanded through `env`.
-fn load_prices(
-    p: &mut Problems,
-    raw: &[Spanned<RawPrice>],
-    env: &dyn Fn(&str) -> Option<String>,
-    plans: &[Plan],
-    plan_index: &KeyIndex,
-    addon_index: &KeyIndex,
-) -> (Vec<Price>, KeyIndex) {
+fn load_prices(p: &mut Problems, raw: &[Spanned<RawPrice>], with: &Prices) -> (Vec<Price>, KeyIndex) {
     let mut prices = Vec::new();
     let mut price_index = KeyIndex::new();
     for (i, spanned) in raw.iter().enumerate() {
         let path = format!("prices[{i}]");
         let span = Some(spanned.span());
         let price = spanned.get_ref();
-        let id = match expand_env(price.id.get_ref(), env) {
+        let id = match expand_env(price.id.get_ref(), with.env) {
             Ok(id) => id,
             Err(e) => {
                 p.at(Some(price.id.span()), format!("{path}.id"), e);
                 continue;
             }
         };
-        let Some(target) = price_target(p, &path, spanned, plans, plan_index, addon_index) else {
+        let Some(target) = price_target(p, &path, spanned, with.plans, with.plan_index, with.addon_index) else {
             continue;
         };
+        placeholder_warning(p, &path, &price.id, &id);
+        let id = id.text;
         if id.is_empty() {
             p.at(span.clone(), format!("{path}.id"), "empty price id");
         }
         if price_index.insert(id.clone(), prices.len()).is_some() {
             p.at(span, format!("{path}.id"), format!("duplicate price id `{id}`"));
         }
-        prices.push(Price { id, target, interval: price.interval });
+        let amount = price.amount.as_ref().map(|a| {
+            if *a.get_ref() < 0 {
+                p.at(Some(a.span()), format!("{path}.amount"), "must not be negative");
+            }
+            *a.get_ref()
+        });
+        let currency = price
+            .currency
+            .as_ref()
+            .map_or_else(|| with.currency.to_string(), |c| currency(p, &format!("{path}.currency"), c));
+        prices.push(Price { id, target, interval: price.interval, amount, currency });
     }
     (prices, price_index)
+}
+
+/// A price id that is a `${VAR:-default}` stand-in, or not shaped like Stripe's, loads (tests
+/// and local runs use them) but is worth a warning: no real Stripe event will ever carry it.
+fn placeholder_warning(p: &mut Problems, path: &str, raw: &Spanned<String>, id: &Expanded) {
+    let path = format!("{path}.id");
+    if let Some(var) = id.defaulted.first() {
+        let msg = format!("`{}` is the placeholder default of `${{{var}}}`: set {var} to the Stripe price id", id.text);
+        p.warn(Some(raw.span()), path, msg);
+    } else if !looks_like_stripe_price(&id.text) {
+        p.warn(Some(raw.span()), path, format!("`{}` does not look like a Stripe price id (`price_…`)", id.text));
+    }
 }
 
 /// What a price buys: exactly one of a known plan (seat component only if seat-priced) or a
@@ -547,9 +641,62 @@ interval = "year"
     #[test]
     fn env_expansion() {
         let env = |k: &str| (k == "X").then(|| "price_x".to_string());
-        assert_eq!(expand_env("${X}", &env).unwrap(), "price_x");
-        assert_eq!(expand_env("${Y:-dflt}", &env).unwrap(), "dflt");
+        assert_eq!(expand_env("${X}", &env).unwrap().text, "price_x");
+        let d = expand_env("${Y:-dflt}", &env).unwrap();
+        assert_eq!((d.text.as_str(), d.defaulted), ("dflt", vec!["Y".to_string()]));
         assert!(expand_env("${Y}", &env).is_err());
         assert!(expand_env("${Y", &env).is_err());
+    }
+
+    #[test]
+    fn display_fields_prices_and_placeholder_warnings() {
+        let src = r#"
+default_plan = "pro"
+currency = "eur"
+[features.seats]
+kind = "gauge"
+label = "Seats"
+unit = "seat"
+[plans.pro]
+rank = 1
+description = "For teams"
+features = { seats = 5 }
+[[prices]]
+id = "${PRO_PRICE:-price_pro}"
+plan = "pro"
+interval = "month"
+amount = 8900
+[[prices]]
+id = "price_1MoBy5LkdIwHu7ixZhnattbh"
+plan = "pro"
+interval = "year"
+amount = 89000
+currency = "usd"
+"#;
+        let c = Catalog::from_toml(src, &no_env).expect("valid");
+        let seats = c.feature("seats").expect("seats");
+        assert_eq!((seats.label.as_str(), seats.unit.as_str()), ("Seats", "seat"));
+        assert_eq!(c.plan("pro").map(|p| p.description.as_str()), Some("For teams"));
+        assert_eq!((c.prices[0].amount, c.prices[0].currency.as_str()), (Some(8900), "eur"));
+        assert_eq!(c.prices[1].currency, "usd");
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        assert!(c.warnings[0].to_string().contains("placeholder default of `${PRO_PRICE}`"), "{}", c.warnings[0]);
+
+        // Set the variable to a real-looking id: no warning, and another version.
+        let env = |k: &str| (k == "PRO_PRICE").then(|| "price_1PqRsTuVwXyZ0123456789".to_string());
+        let real = Catalog::from_toml(src, &env).expect("valid");
+        assert!(real.warnings.is_empty(), "{:?}", real.warnings);
+        assert_ne!(real.version, c.version);
+        assert_eq!(Catalog::from_toml(src, &no_env).expect("valid").version, c.version);
+    }
+
+    #[test]
+    fn bad_amounts_and_currencies_are_problems() {
+        let src = "default_plan = \"a\"\n[features.f]\nkind = \"boolean\"\n[plans.a]\nrank = 1\n\
+                   [[prices]]\nid = \"price_1MoBy5LkdIwHu7ixZhnattbh\"\nplan = \"a\"\ninterval = \"month\"\n\
+                   amount = -1\ncurrency = \"USD\"\n";
+        let text = Catalog::from_toml(src, &no_env).unwrap_err().to_string();
+        assert!(text.contains("prices[0].amount: must not be negative"), "{text}");
+        assert!(text.contains("prices[0].currency: currency `USD`"), "{text}");
     }
 }

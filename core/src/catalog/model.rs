@@ -6,6 +6,8 @@ use std::fmt;
 
 use serde::Deserialize;
 
+use super::load::Problem;
+
 /// Index of a feature in [`Catalog::features`]; resolved tenants store values by this index.
 pub type FeatureIdx = usize;
 
@@ -142,7 +144,11 @@ impl fmt::Display for Value {
 pub struct Feature {
     pub key: String,
     pub kind: FeatureKind,
+    /// Display name; the key when the file gives none.
+    pub label: String,
     pub description: String,
+    /// What a numeric value counts, for display ("seat", "MB"); may be empty.
+    pub unit: String,
     pub enforcement: Enforcement,
     /// Value to answer with when the store is unreachable and nothing is cached.
     pub fallback: Option<Value>,
@@ -153,7 +159,9 @@ pub struct Feature {
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub key: String,
+    /// Display name; the key when the file gives none.
     pub name: String,
+    pub description: String,
     pub rank: i64,
     /// Value per feature, indexed by [`FeatureIdx`]; unlisted features get the kind's zero.
     pub values: Vec<Value>,
@@ -164,7 +172,9 @@ pub struct Plan {
 #[derive(Debug, Clone)]
 pub struct AddOn {
     pub key: String,
+    /// Display name; the key when the file gives none.
     pub name: String,
+    pub description: String,
     /// Grants, per feature it touches.
     pub grants: Vec<(FeatureIdx, Value)>,
 }
@@ -205,6 +215,11 @@ pub struct Price {
     pub id: String,
     pub target: PriceTarget,
     pub interval: Interval,
+    /// For display: the amount in the currency's minor unit (cents); none when not for sale at a
+    /// list price (e.g. "contact sales").
+    pub amount: Option<i64>,
+    /// ISO 4217, lower case.
+    pub currency: String,
 }
 
 /// Product-led trial policy and lifecycle thresholds (SPEC §3.5).
@@ -253,6 +268,11 @@ pub struct Catalog {
     pub prices: Vec<Price>,
     pub lifecycle: Lifecycle,
     pub trial_offers: Vec<TrialOffer>,
+    /// Changes whenever the catalog's content does (FNV-1a of the file and the expanded price
+    /// ids, in hex): one catalog, one version, on every replica and build.
+    pub version: String,
+    /// What loaded but is probably not meant for production (placeholder price ids).
+    pub warnings: Vec<Problem>,
     /// Looked up on every Check: foldhash, not SipHash (keys come from our own catalog).
     // Built by the loader, which also uses them to validate cross-references.
     pub(super) feature_index: FeatureIndex,

@@ -14,6 +14,9 @@ pub(super) struct RawCatalog {
     #[serde(default)]
     pub(super) edition: Option<Edition>,
     pub(super) default_plan: Spanned<String>,
+    /// Currency of every price that names none (ISO 4217, lower case, as Stripe writes it).
+    #[serde(default)]
+    pub(super) currency: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) features: BTreeMap<String, Spanned<RawFeature>>,
     #[serde(default)]
@@ -32,8 +35,14 @@ pub(super) struct RawCatalog {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawFeature {
     pub(super) kind: String,
+    /// Display name (defaults to the key).
+    #[serde(default)]
+    pub(super) label: Option<String>,
     #[serde(default)]
     pub(super) description: String,
+    /// What a numeric value counts, for display ("seat", "MB", "request").
+    #[serde(default)]
+    pub(super) unit: String,
     #[serde(default)]
     pub(super) period: Option<Period>,
     #[serde(default)]
@@ -49,6 +58,8 @@ pub(super) struct RawPlan {
     #[serde(default)]
     pub(super) name: Option<String>,
     #[serde(default)]
+    pub(super) description: String,
+    #[serde(default)]
     pub(super) seats_from_subscription: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) features: BTreeMap<String, Spanned<toml::Value>>,
@@ -59,6 +70,8 @@ pub(super) struct RawPlan {
 pub(super) struct RawAddOn {
     #[serde(default)]
     pub(super) name: Option<String>,
+    #[serde(default)]
+    pub(super) description: String,
     #[serde(default)]
     pub(super) features: BTreeMap<String, Spanned<toml::Value>>,
 }
@@ -74,6 +87,11 @@ pub(super) struct RawPrice {
     #[serde(default)]
     pub(super) component: PriceComponent,
     pub(super) interval: Interval,
+    /// For display: the price in the currency's minor unit (cents), as Stripe's `unit_amount`.
+    #[serde(default)]
+    pub(super) amount: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub(super) currency: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

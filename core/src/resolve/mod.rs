@@ -19,7 +19,7 @@ use crate::tenant::{TenantState, UnixTime};
 
 pub use plan::{PlanChoice, PlanSource};
 pub use trace::{Contribution, ContributionKind, PlanCandidate, Trace};
-pub use values::{ResolvedFeature, Source};
+pub use values::{ResolvedFeature, Source, active_addons};
 
 /// Everything needed to decide any check for one tenant, until `valid_until`.
 #[derive(Debug, Clone)]

@@ -118,6 +118,24 @@ fn subscription_entitles(state: &TenantState, origin: &GrantOrigin) -> bool {
     }
 }
 
+/// The add-ons a tenant has now: every grant that counts (unexpired, from a subscription that
+/// entitles, quantity above zero), in key order, once each. The same test as [`add_addons`].
+pub fn active_addons<'a>(catalog: &Catalog, state: &'a TenantState, now: UnixTime) -> Vec<&'a str> {
+    let mut keys: Vec<&str> = state
+        .addon_grants
+        .iter()
+        .filter(|g| catalog.addon(&g.addon).is_some() && counts(state, g, now))
+        .map(|g| g.addon.as_str())
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
+}
+
+fn counts(state: &TenantState, g: &AddOnGrant, now: UnixTime) -> bool {
+    live(g.expires_at, now) && subscription_entitles(state, &g.origin) && g.quantity > 0
+}
+
 /// Step 3b: live add-on grants stack onto the plan's values, times their quantity. The source
 /// becomes the add-on only where the plan itself gave nothing.
 pub(super) fn add_addons(
@@ -135,7 +153,7 @@ pub(super) fn add_addons(
         let Some(grants) = grants(catalog, g) else {
             continue;
         };
-        let applied = unexpired && sub_ok && g.quantity > 0;
+        let applied = counts(state, g, now);
         if applied {
             horizon.include(g.expires_at);
             for &(fi, grant) in grants.as_slice() {

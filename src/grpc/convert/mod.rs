@@ -5,6 +5,8 @@
 //! - [`explain`] — the `Explain` answer.
 //! - [`usage`] — `Usage`/`RecordUsage`, served and forwarded.
 //! - [`tenant`] — tenant state, served (`GetTenant`, `GetTenantState`) and rebuilt by a relay.
+//! - [`catalog`] — `GetCatalog`: the loaded catalog, for display.
+//! - [`listing`] — `ListTenants`: filters in, a page of tenant rows out.
 //! - [`admin`] — admin requests ↔ [`crate::command::Command`], their responses ↔
 //!   [`crate::store::Committed`], the audit log and Stripe events.
 //!
@@ -14,8 +16,10 @@
 //! `impl From<ServiceError> for Status` in [`crate::grpc`].
 
 pub mod admin;
+pub mod catalog;
 pub mod decision;
 pub mod explain;
+pub mod listing;
 pub mod tenant;
 pub mod usage;
 
@@ -23,8 +27,10 @@ pub use admin::{
     CommandHeader, CommandMessage, CommandRequest, audit_page, audit_query, audit_request, put_tenant_response,
     replay_response, stripe_events_response, stripe_query,
 };
+pub use catalog::catalog;
 pub use decision::{check_batch_response, check_response, decision, decision_for, intent};
 pub use explain::{explain, without_people};
+pub use listing::{list_query, tenants_page};
 pub use tenant::{get_tenant_response, tenant_state, tenant_state_request};
 pub use usage::{usage, usage_mode, usage_request, used};
 
