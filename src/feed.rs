@@ -1,5 +1,5 @@
 //! The change feed: every tenant change this replica learns of (its own commits and other
-//! replicas' notifications), numbered, kept in a bounded ring so that a `Watch` can resume
+//! replicas' notifications) and every lifecycle notice (from the outbox), numbered, kept in a bounded ring so that a `Watch` can resume
 //! from a cursor, and broadcast live. Cursors are `<epoch>-<seq>`: the epoch changes with
 //! every process start, so a cursor from before a restart asks for a reset, never a gap.
 
@@ -7,6 +7,8 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::broadcast;
+
+use crate::store::NoticeEvent;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FeedEvent {
@@ -19,12 +21,17 @@ pub enum FeedEvent {
     Reset {
         seq: u64,
     },
+    /// A tenant crossed a lifecycle threshold (committed to the outbox exactly once).
+    Notice {
+        seq: u64,
+        notice: Arc<NoticeEvent>,
+    },
 }
 
 impl FeedEvent {
     pub fn seq(&self) -> u64 {
         match self {
-            FeedEvent::Change { seq, .. } | FeedEvent::Reset { seq } => *seq,
+            FeedEvent::Change { seq, .. } | FeedEvent::Reset { seq } | FeedEvent::Notice { seq, .. } => *seq,
         }
     }
 }
@@ -80,6 +87,11 @@ impl ChangeFeed {
 
     pub fn change(&self, tenant: &str, revision: u64) {
         self.publish(|seq| FeedEvent::Change { seq, tenant: Arc::from(tenant), revision });
+    }
+
+    pub fn notice(&self, notice: NoticeEvent) {
+        let notice = Arc::new(notice);
+        self.publish(|seq| FeedEvent::Notice { seq, notice });
     }
 
     pub fn reset(&self) {

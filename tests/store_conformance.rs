@@ -243,7 +243,7 @@ mod harness {
     impl Db {
         fn new(backend: Backend, stores: Stores, url: String, upstream: Option<UpstreamConfig>) -> Db {
             let t0 = if backend == Backend::Relay { unix_now() } else { T0 };
-            let Stores { tenants, usage, audit, stripe } = stores;
+            let Stores { tenants, usage, audit, stripe, .. } = stores;
             Db { backend, tenants, usage, audit, stripe, url, t0, upstream }
         }
 
