@@ -39,8 +39,9 @@ use crate::telemetry;
 
 /// How long one attempt may take before it counts as failed.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
-/// A lease outlives an attempt: another replica takes the delivery over only if this one died.
-const LEASE_MS: i64 = 60_000;
+/// A lease outlives an attempt (its timeout): another replica (or this one, restarted) takes
+/// the delivery over only when the attempt's process died mid-attempt.
+const LEASE_MS: i64 = 15_000;
 const BATCH: u32 = 32;
 
 #[derive(Debug, thiserror::Error)]

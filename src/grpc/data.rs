@@ -1,5 +1,6 @@
 //! `EntitlementService`: the data plane.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +12,8 @@ use tonic::{Request, Response, Status};
 use super::BearerAuth;
 use super::convert::{self, from_ts, watch_event, watch_signal};
 use crate::command::Invalid;
-use crate::feed::FeedEvent;
+use crate::feed::{FeedEvent, join_cursor, split_cursor};
+use crate::store::NoticeEvent;
 use crate::pb::{self, entitlement_service_server::EntitlementService};
 use crate::service::{CheckItem, Service, ServiceError};
 use crate::shutdown::Shutdown;
@@ -33,6 +35,49 @@ impl DataApi {
     }
 }
 
+/// The notices a watcher is sent first, and its notice watermark. Coming back after a RESET
+/// with a watermark: those committed since (from the store's outbox). Fresh: none, and the
+/// newest notice id as the watermark. Resumed: the ring's backlog has them.
+async fn catch_up(service: &Service, resumed: bool, after: Option<i64>) -> (Vec<NoticeEvent>, Option<i64>) {
+    let Some(outbox) = &service.stores().outbox else { return (Vec::new(), None) };
+    match (resumed, after) {
+        (false, Some(after)) => match outbox.notices_after(after, NOTICE_CATCH_UP).await {
+            Ok(ns) => {
+                let last = ns.last().map_or(after, |n| n.id);
+                (ns, Some(last))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "watch: notices since the cursor unavailable");
+                (Vec::new(), Some(after))
+            }
+        },
+        (true, Some(after)) => (Vec::new(), Some(after)),
+        (_, None) => (Vec::new(), outbox.last_notice_id().await.ok()),
+    }
+}
+
+/// The most notices one reconnecting watcher is sent from the store.
+const NOTICE_CATCH_UP: u32 = 10_000;
+
+/// One watcher's cursors: the feed position and the newest notice id it has been sent.
+struct Cursors<'a> {
+    feed: &'a crate::feed::ChangeFeed,
+    mark: Option<i64>,
+}
+
+impl Cursors<'_> {
+    fn event(&mut self, e: &FeedEvent) -> pb::WatchResponse {
+        if let FeedEvent::Notice { notice, .. } = e {
+            self.mark = Some(self.mark.map_or(notice.id, |m| m.max(notice.id)));
+        }
+        watch_event(e, join_cursor(self.feed.cursor(e.seq()), self.mark))
+    }
+
+    fn signal(&self, kind: pb::WatchEventKind, last: u64) -> pb::WatchResponse {
+        watch_signal(kind, join_cursor(self.feed.cursor(last), self.mark))
+    }
+}
+
 /// Forward feed events to one watcher until it goes away.
 async fn pump(
     service: Arc<Service>,
@@ -42,15 +87,20 @@ async fn pump(
     mut shutdown: Shutdown,
 ) {
     let feed = service.feed();
-    let mut sub = feed.subscribe(&cursor);
+    let (feed_cursor, notice_after) = split_cursor(&cursor);
+    let mut sub = feed.subscribe(feed_cursor);
     let mut last = sub.last_seq;
+    let (replay, mark) = catch_up(&service, sub.resumed, notice_after).await;
+    let mut cur = Cursors { feed, mark };
     let first = if sub.resumed { pb::WatchEventKind::Resumed } else { pb::WatchEventKind::Reset };
-    if tx.send(Ok(watch_signal(first, feed.cursor(last)))).await.is_err() {
+    if tx.send(Ok(cur.signal(first, last))).await.is_err() {
         return;
     }
-    let send = |e: &FeedEvent| Ok(watch_event(e, feed.cursor(e.seq())));
-    for e in &sub.backlog {
-        if tx.send(send(e)).await.is_err() {
+    let replayed: HashSet<i64> = replay.iter().map(|n| n.id).collect();
+    let seq = last;
+    let replay = replay.into_iter().map(|n| FeedEvent::Notice { seq, notice: Arc::new(n) });
+    for e in replay.chain(sub.backlog.drain(..)) {
+        if tx.send(Ok(cur.event(&e))).await.is_err() {
             return;
         }
         last = last.max(e.seq());
@@ -61,15 +111,17 @@ async fn pump(
         let msg = tokio::select! {
             _ = tx.closed() => return,
             _ = shutdown.fired() => return,
-            _ = ticks.tick() => Ok(watch_signal(pb::WatchEventKind::Heartbeat, feed.cursor(last))),
+            _ = ticks.tick() => Ok(cur.signal(pb::WatchEventKind::Heartbeat, last)),
             e = sub.live.recv() => match e {
                 Ok(e) if e.seq() <= last => continue,
+                // Sent already, from the store.
+                Ok(FeedEvent::Notice { notice, .. }) if replayed.contains(&notice.id) => continue,
                 Ok(e) => {
                     last = e.seq();
-                    send(&e)
+                    Ok(cur.event(&e))
                 }
                 // Too slow to keep up: it cannot know what it missed, so it must forget everything.
-                Err(broadcast::error::RecvError::Lagged(_)) => Ok(watch_signal(pb::WatchEventKind::Reset, feed.cursor(last))),
+                Err(broadcast::error::RecvError::Lagged(_)) => Ok(cur.signal(pb::WatchEventKind::Reset, last)),
                 Err(broadcast::error::RecvError::Closed) => return,
             },
         };

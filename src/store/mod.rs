@@ -345,6 +345,10 @@ pub trait OutboxStore: Send + Sync + 'static {
     /// Emit the timed crossings of up to `limit` due tenants (each exactly once, whichever
     /// replica asks); the new notices.
     async fn emit_due_notices(&self, now: UnixTime, limit: u32) -> Result<Vec<NoticeEvent>, StoreError>;
+    /// Committed notices with an id above `after_id`, oldest first (a `Watch` resuming across
+    /// a restart); and the newest notice id.
+    async fn notices_after(&self, after_id: i64, limit: u32) -> Result<Vec<NoticeEvent>, StoreError>;
+    async fn last_notice_id(&self) -> Result<i64, StoreError>;
     /// Lease up to `limit` due deliveries (the oldest pending one per endpoint and tenant).
     async fn claim_deliveries(&self, now_ms: i64, lease_ms: i64, limit: u32) -> Result<Vec<Delivery>, StoreError>;
     /// Log an attempt and move the delivery on.

@@ -296,6 +296,26 @@ async fn emit_for(
     Ok(notices)
 }
 
+/// A stored notice event back as a [`NoticeEvent`] (days left from its payload).
+fn row_to_notice(r: &sqlx::any::AnyRow) -> Result<NoticeEvent, StoreError> {
+    let event_type: String = r.try_get("event_type")?;
+    let threshold = event_type
+        .strip_prefix("notice.")
+        .and_then(Threshold::parse)
+        .ok_or_else(|| StoreError::Corrupt(format!("notice type `{event_type}`")))?;
+    let payload: String = r.try_get("payload")?;
+    let body: serde_json::Value =
+        serde_json::from_str(&payload).map_err(|e| StoreError::Corrupt(format!("notice payload: {e}")))?;
+    Ok(NoticeEvent {
+        id: r.try_get("id")?,
+        tenant_id: r.try_get("tenant_id")?,
+        threshold,
+        at: r.try_get("at")?,
+        days_left: body["data"]["days_left"].as_i64().unwrap_or(0),
+        revision: u64::try_from(r.try_get::<i64, _>("revision")?).unwrap_or(0),
+    })
+}
+
 fn delivery_status(s: &str) -> Result<DeliveryStatus, StoreError> {
     DeliveryStatus::parse(s).ok_or_else(|| StoreError::Corrupt(format!("delivery status `{s}`")))
 }
@@ -342,6 +362,25 @@ impl OutboxStore for SqlStore {
             self.publish_notices(&out);
         }
         Ok(out)
+    }
+
+    async fn notices_after(&self, after_id: i64, limit: u32) -> Result<Vec<NoticeEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, tenant_id, event_type, at, revision, payload FROM outbox_events \
+             WHERE id > $1 AND event_type LIKE 'notice.%' ORDER BY id LIMIT $2",
+        )
+        .bind(after_id)
+        .bind(i64::from(limit))
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(row_to_notice).collect()
+    }
+
+    async fn last_notice_id(&self) -> Result<i64, StoreError> {
+        let id: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM outbox_events WHERE event_type LIKE 'notice.%'")
+            .fetch_one(self.pool())
+            .await?;
+        Ok(id.unwrap_or(0))
     }
 
     async fn claim_deliveries(&self, now_ms: i64, lease_ms: i64, limit: u32) -> Result<Vec<Delivery>, StoreError> {
