@@ -25,7 +25,8 @@ static JUMPS: Notify = Notify::const_new();
 
 /// Wall-clock unix seconds: the "now" every decision and every change is made at.
 pub fn unix_now() -> UnixTime {
-    let host = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let host =
+        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
     host.saturating_add(OFFSET.load(Ordering::Relaxed))
 }
 
@@ -57,9 +58,14 @@ pub fn set_offset(seconds: i64) -> bool {
 
 /// Follow an offset file (test/debug only): whole seconds, re-read every 100 ms; a missing or
 /// unreadable file means 0. `on_jump` runs after each change (the caller drops its caches).
-pub async fn follow_offset_file(path: PathBuf, on_jump: impl Fn() + Send + 'static, mut stop: crate::shutdown::Shutdown) {
+pub async fn follow_offset_file(
+    path: PathBuf,
+    on_jump: impl Fn() + Send + 'static,
+    mut stop: crate::shutdown::Shutdown,
+) {
     loop {
-        let seconds = tokio::fs::read_to_string(&path).await.ok().and_then(|s| s.trim().parse::<i64>().ok()).unwrap_or(0);
+        let seconds =
+            tokio::fs::read_to_string(&path).await.ok().and_then(|s| s.trim().parse::<i64>().ok()).unwrap_or(0);
         if set_offset(seconds) {
             tracing::warn!(seconds, "clock offset changed (test/debug --clock-offset-file)");
             on_jump();

@@ -93,7 +93,8 @@ impl Webhooks {
     /// Read the endpoints file; every secret must be a valid Standard Webhooks secret.
     pub fn load(path: &Path, floor: Duration, ceiling: Duration) -> Result<Webhooks, WebhookConfigError> {
         let p = path.display().to_string();
-        let src = std::fs::read_to_string(path).map_err(|source| WebhookConfigError::Read { path: p.clone(), source })?;
+        let src =
+            std::fs::read_to_string(path).map_err(|source| WebhookConfigError::Read { path: p.clone(), source })?;
         Webhooks::parse(&src, &p, &|name| std::env::var(name).ok(), floor, ceiling)
     }
 
@@ -145,7 +146,11 @@ impl Webhooks {
     fn headers(&self, e: &Endpoint, msg_id: &str, payload: &str) -> Result<[(&'static str, String); 3], String> {
         let ts = clock::host_unix_millis() / 1000;
         let signature = e.signer.sign(msg_id, ts, payload.as_bytes()).map_err(|err| err.to_string())?;
-        Ok([("webhook-id", msg_id.to_string()), ("webhook-timestamp", ts.to_string()), ("webhook-signature", signature)])
+        Ok([
+            ("webhook-id", msg_id.to_string()),
+            ("webhook-timestamp", ts.to_string()),
+            ("webhook-signature", signature),
+        ])
     }
 
     /// One attempt: the status, or why there was none.
@@ -295,11 +300,16 @@ mod tests {
     #[test]
     fn signatures_are_standard_webhooks() {
         // The reference vector of the Standard Webhooks libraries.
-        let h = parse(&format!("[[endpoint]]\nname = \"a\"\nurl = \"http://x/\"\nsecret = \"{SECRET}\"\n")).expect("valid");
+        let h =
+            parse(&format!("[[endpoint]]\nname = \"a\"\nurl = \"http://x/\"\nsecret = \"{SECRET}\"\n")).expect("valid");
         let e = &h.endpoints["a"];
         let sig = e
             .signer
-            .sign("msg_27UH4WbU6Z5A5EzD8u03UvzRbpk", 1649367553, br#"{"email":"test@example.com","username":"test_user"}"#)
+            .sign(
+                "msg_27UH4WbU6Z5A5EzD8u03UvzRbpk",
+                1649367553,
+                br#"{"email":"test@example.com","username":"test_user"}"#,
+            )
             .expect("sign");
         assert_eq!(sig, "v1,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw=");
     }

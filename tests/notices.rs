@@ -103,7 +103,8 @@ async fn delivery_log_and_redelivery(server: &Server, receiver: &Receiver) {
     assert!(log.deliveries.iter().all(|d| d.status == "delivered"));
 
     let before = receiver.requests().len();
-    let req = pb::RedeliverWebhookRequest { delivery_id: first.id, actor: "ops".into(), rationale: "app lost it".into() };
+    let req =
+        pb::RedeliverWebhookRequest { delivery_id: first.id, actor: "ops".into(), rationale: "app lost it".into() };
     let again = admin.redeliver_webhook(with_token(TOKEN, req)).await.expect("redeliver").into_inner();
     assert_eq!(again.delivery.expect("delivery").status, "pending");
     let start = entitlements::clock::monotonic();

@@ -132,7 +132,10 @@ pub fn crossings_between(
     after: UnixTime,
     until: UnixTime,
 ) -> Vec<Crossing> {
-    candidates(catalog, state).into_iter().filter(|c| c.at > after && c.at <= until && applies(catalog, state, c)).collect()
+    candidates(catalog, state)
+        .into_iter()
+        .filter(|c| c.at > after && c.at <= until && applies(catalog, state, c))
+        .collect()
 }
 
 /// The instant of the first timed crossing after `after`, if any.

@@ -13,10 +13,10 @@ use super::BearerAuth;
 use super::convert::{self, from_ts, watch_event, watch_signal};
 use crate::command::Invalid;
 use crate::feed::{FeedEvent, join_cursor, split_cursor};
-use crate::store::NoticeEvent;
 use crate::pb::{self, entitlement_service_server::EntitlementService};
 use crate::service::{CheckItem, Service, ServiceError};
 use crate::shutdown::Shutdown;
+use crate::store::NoticeEvent;
 
 #[derive(Clone)]
 pub struct DataApi {

@@ -36,6 +36,9 @@ impl Service {
         self.wakes.deliveries.notify_one();
         let filter = DeliveryFilter { before_id: Some(id.saturating_add(1)), limit: 1, ..DeliveryFilter::default() };
         let mut found = outbox.deliveries(&filter).await?;
-        found.pop().filter(|r| r.delivery.id == id).ok_or_else(|| ServiceError::Internal(format!("delivery {id} vanished")))
+        found
+            .pop()
+            .filter(|r| r.delivery.id == id)
+            .ok_or_else(|| ServiceError::Internal(format!("delivery {id} vanished")))
     }
 }

@@ -352,8 +352,12 @@ pub trait OutboxStore: Send + Sync + 'static {
     /// Lease up to `limit` due deliveries (the oldest pending one per endpoint and tenant).
     async fn claim_deliveries(&self, now_ms: i64, lease_ms: i64, limit: u32) -> Result<Vec<Delivery>, StoreError>;
     /// Log an attempt and move the delivery on.
-    async fn record_attempt(&self, delivery_id: i64, attempt: &Attempt, outcome: AttemptOutcome)
-    -> Result<(), StoreError>;
+    async fn record_attempt(
+        &self,
+        delivery_id: i64,
+        attempt: &Attempt,
+        outcome: AttemptOutcome,
+    ) -> Result<(), StoreError>;
     /// The earliest next attempt of a pending delivery.
     async fn next_delivery_ms(&self) -> Result<Option<i64>, StoreError>;
     /// Deliveries with their attempts, newest first.

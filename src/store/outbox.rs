@@ -54,9 +54,10 @@ pub struct Route {
 impl Route {
     pub fn wants(&self, event_type: &str) -> bool {
         self.events.is_empty()
-            || self.events.iter().any(|e| {
-                e == event_type || e.strip_suffix('*').is_some_and(|prefix| event_type.starts_with(prefix))
-            })
+            || self
+                .events
+                .iter()
+                .any(|e| e == event_type || e.strip_suffix('*').is_some_and(|prefix| event_type.starts_with(prefix)))
     }
 }
 

@@ -221,7 +221,8 @@ async fn follow(grpc: SocketAddr, notices: Arc<Mutex<Vec<LifecycleNotice>>>, rea
     let mut ready = Some(ready);
     let mut cursor = String::new();
     loop {
-        let Ok(mut client) = pb::entitlement_service_client::EntitlementServiceClient::connect(format!("http://{grpc}")).await
+        let Ok(mut client) =
+            pb::entitlement_service_client::EntitlementServiceClient::connect(format!("http://{grpc}")).await
         else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
@@ -297,7 +298,11 @@ pub async fn wait_for_webhooks(r: &Receiver, tenant: &str, n: usize) -> Vec<(Str
             return got;
         }
         // An attempt cut off by a killed server is retried when its 15 s lease ends.
-        assert!(start.elapsed() < Duration::from_secs(60), "receiver accepted only {got:?}; requests: {:?}", r.requests());
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "receiver accepted only {got:?}; requests: {:?}",
+            r.requests()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
