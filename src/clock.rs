@@ -7,8 +7,9 @@
 //! timeline: decisions, changes, lifecycle notices) by the whole seconds written in that file,
 //! re-read every 100 ms ([`follow_offset_file`]), so an end-to-end test can walk a 14-day trial
 //! in seconds. Off by default (offset 0); the cost on the hot path is one relaxed atomic load.
-//! [`host_unix_millis`] is never offset: it stamps what another machine checks against its own
-//! clock (webhook signatures) and schedules network retries.
+//! [`host_unix_now`]/[`host_unix_millis`] are never offset: they check and stamp what another
+//! machine signs or checks against its own clock (Stripe's and our webhook signatures) and
+//! schedule network retries.
 #![allow(clippy::disallowed_methods)]
 
 use std::path::PathBuf;
@@ -34,6 +35,11 @@ pub fn unix_now() -> UnixTime {
 pub fn unix_now_f64() -> f64 {
     let host = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
     host + OFFSET.load(Ordering::Relaxed) as f64
+}
+
+/// The host's unix seconds, never offset: for timestamps another machine signed (Stripe).
+pub fn host_unix_now() -> UnixTime {
+    host_unix_millis() / 1000
 }
 
 /// The host's unix milliseconds, never offset.

@@ -116,3 +116,60 @@ async fn delivery_log_and_redelivery(server: &Server, receiver: &Receiver) {
     assert_eq!(last["id"], first.message_id.as_str());
     assert_eq!(last["status"], 200);
 }
+
+/// A Stripe trial's warnings (by time) and past due entered and left (by Stripe events), each
+/// once on `Watch` and once at the receiver.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stripe_trial_ending_and_past_due_are_notices_too() {
+    use common::stripe::{event, post_event, subscription};
+    use pb::LifecycleThreshold as T;
+    if !python_standardwebhooks() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = format!("sqlite://{}", dir.path().join("stripe.db").display());
+    let clock = dir.path().join("clock-offset");
+    std::fs::write(&clock, "0").expect("clock");
+    let receiver = Receiver::start(dir.path(), 0);
+    let hooks = receiver.config(dir.path());
+    let server = spawn_server(&db, free_addr(), free_addr(), &clock, &hooks).await;
+    let watcher = Watcher::start(server.grpc).await;
+
+    let (t, base) = ("stripe-co", common::now() - 500);
+    let trial_end = common::now() + 10 * entitlements::tenant::DAY;
+    let sub = |status: &str, trial_end: Option<i64>| {
+        subscription("sub_life", "cus_life", Some(t), status, &[("price_premium_monthly", 1)], trial_end)
+    };
+    let deliver = |id: &str, kind: &str, created: i64, object| {
+        let body = event(id, kind, created, object);
+        async move {
+            let (status, reply) = post_event(server.http, &body, STRIPE_SECRET).await;
+            assert_eq!(status, 200, "{reply}");
+        }
+    };
+    deliver("evt_l1", "customer.subscription.created", base, sub("trialing", Some(trial_end))).await;
+    set_clock(&clock, 3);
+    watcher.wait_for(1).await;
+    set_clock(&clock, 7);
+    watcher.wait_for(2).await;
+    deliver("evt_l2", "customer.subscription.updated", base + 10, sub("active", None)).await;
+    deliver("evt_l3", "customer.subscription.updated", base + 20, sub("past_due", None)).await;
+    deliver("evt_l4", "customer.subscription.updated", base + 30, sub("active", None)).await;
+    let want = vec![(T::StripeTrialEnding, 7), (T::StripeTrialEnding, 3), (T::PastDueEntered, 0), (T::PastDueLeft, 0)];
+    assert_eq!(kinds(&watcher.wait_for(4).await), want);
+    let got = wait_for_webhooks(&receiver, t, 4).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(kinds(&watcher.seen()), want, "each once on Watch");
+    let types: Vec<_> = got.iter().map(|(ty, d)| (ty.as_str(), *d)).collect();
+    assert_eq!(
+        types,
+        [
+            ("notice.stripe_trial_ending", 7),
+            ("notice.stripe_trial_ending", 3),
+            ("notice.past_due_entered", 0),
+            ("notice.past_due_left", 0)
+        ]
+    );
+    assert_eq!(accepted_notices(&receiver, t).len(), 4, "each once at the receiver");
+    assert!(receiver.requests().iter().all(|r| r["verified"] == true));
+}

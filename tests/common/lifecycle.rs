@@ -18,6 +18,8 @@ use super::{catalog_path, with_token};
 
 pub const TOKEN: &str = "lifecycle-token";
 pub const HOOK_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+/// The Stripe webhook secret the servers accept.
+pub const STRIPE_SECRET: &str = "whsec_lifecycle_stripe";
 
 /// The receiver: verifies with `standardwebhooks`, answers 500 to the first `fail_first`
 /// requests, and logs every request as a JSON line.
@@ -152,6 +154,7 @@ pub async fn spawn_server(db: &str, grpc: SocketAddr, http: SocketAddr, clock: &
         .arg("--catalog")
         .arg(catalog_path())
         .args(["--database-url", db, "--admin-token", TOKEN, "--watch-heartbeat", "1s"])
+        .args(["--stripe-webhook-secret", STRIPE_SECRET])
         .args(["--grpc-addr", &grpc.to_string(), "--http-addr", &http.to_string()])
         .arg("--clock-offset-file")
         .arg(clock)
