@@ -43,6 +43,8 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// the delivery over only when the attempt's process died mid-attempt.
 const LEASE_MS: i64 = 15_000;
 const BATCH: u32 = 32;
+/// Attempts in flight at once, per replica.
+const MAX_IN_FLIGHT: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookConfigError {
@@ -228,6 +230,8 @@ async fn deliver(hooks: Arc<Webhooks>, outbox: Arc<dyn OutboxStore>, d: Delivery
 }
 
 /// Deliver due events until `shutdown`; `wake` is notified when new events are committed.
+/// Attempts run concurrently (up to [`MAX_IN_FLIGHT`]): a slow endpoint holds up only its own
+/// deliveries. One finishing makes the loop look again (that tenant's next event is now due).
 pub fn spawn(
     hooks: Arc<Webhooks>,
     outbox: Arc<dyn OutboxStore>,
@@ -235,24 +239,27 @@ pub fn spawn(
     mut shutdown: Shutdown,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
+        let mut in_flight = JoinSet::new();
         loop {
             let woken = wake.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
-            let now = clock::host_unix_millis();
-            let claimed = match outbox.claim_deliveries(now, LEASE_MS, BATCH).await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "webhook deliveries unavailable");
-                    Vec::new()
-                }
+            while in_flight.try_join_next().is_some() {}
+            let room = MAX_IN_FLIGHT.saturating_sub(in_flight.len());
+            let claimed = match room {
+                0 => Vec::new(),
+                n => outbox
+                    .claim_deliveries(clock::host_unix_millis(), LEASE_MS, BATCH.min(u32::try_from(n).unwrap_or(BATCH)))
+                    .await
+                    .unwrap_or_else(|e| {
+                        tracing::warn!(error = %e, "webhook deliveries unavailable");
+                        Vec::new()
+                    }),
             };
             let busy = !claimed.is_empty();
-            let mut set = JoinSet::new();
             for d in claimed {
-                set.spawn(deliver(Arc::clone(&hooks), Arc::clone(&outbox), d));
+                in_flight.spawn(deliver(Arc::clone(&hooks), Arc::clone(&outbox), d));
             }
-            while set.join_next().await.is_some() {}
             if busy {
                 continue;
             }
@@ -260,8 +267,11 @@ pub fn spawn(
             let next = outbox.next_delivery_ms().await.ok().flatten();
             let pause = next.map_or(2_000, |t| t.saturating_sub(clock::host_unix_millis())).clamp(200, 2_000);
             tokio::select! {
+                // In-flight attempts are dropped (aborted): their leases run out, and they are
+                // attempted again (at least once).
                 _ = shutdown.fired() => return,
                 _ = &mut woken => {}
+                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
                 _ = tokio::time::sleep(Duration::from_millis(u64::try_from(pause).unwrap_or(2_000))) => {}
             }
         }

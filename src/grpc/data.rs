@@ -59,13 +59,15 @@ async fn catch_up(service: &Service, resumed: bool, after: Option<i64>) -> (Vec<
 /// The most notices one reconnecting watcher is sent from the store.
 const NOTICE_CATCH_UP: u32 = 10_000;
 
-/// One watcher's cursors: the feed position and the newest notice id it has been sent.
-struct Cursors<'a> {
+/// One watcher's position: in the feed, and the newest notice id it has been sent (the
+/// watermark its cursors carry), plus the notices it was sent from the store (not again live).
+struct Position<'a> {
     feed: &'a crate::feed::ChangeFeed,
     mark: Option<i64>,
+    replayed: HashSet<i64>,
 }
 
-impl Cursors<'_> {
+impl Position<'_> {
     fn event(&mut self, e: &FeedEvent) -> pb::WatchResponse {
         if let FeedEvent::Notice { notice, .. } = e {
             self.mark = Some(self.mark.map_or(notice.id, |m| m.max(notice.id)));
@@ -76,9 +78,20 @@ impl Cursors<'_> {
     fn signal(&self, kind: pb::WatchEventKind, last: u64) -> pb::WatchResponse {
         watch_signal(kind, join_cursor(self.feed.cursor(last), self.mark))
     }
+
+    /// Notices from the store, as feed events at `last`, remembered so the live copy is skipped.
+    fn replay(&mut self, notices: Vec<NoticeEvent>, last: u64) -> Vec<FeedEvent> {
+        self.replayed.extend(notices.iter().map(|n| n.id));
+        notices.into_iter().map(|n| FeedEvent::Notice { seq: last, notice: Arc::new(n) }).collect()
+    }
+
+    fn seen_live(&self, e: &FeedEvent) -> bool {
+        matches!(e, FeedEvent::Notice { notice, .. } if self.replayed.contains(&notice.id))
+    }
 }
 
-/// Forward feed events to one watcher until it goes away.
+/// Forward feed events to one watcher until it goes away. After any RESET (start, restart,
+/// lag, a lost PostgreSQL listener) the notices committed since its watermark come from the store.
 async fn pump(
     service: Arc<Service>,
     cursor: String,
@@ -91,41 +104,42 @@ async fn pump(
     let mut sub = feed.subscribe(feed_cursor);
     let mut last = sub.last_seq;
     let (replay, mark) = catch_up(&service, sub.resumed, notice_after).await;
-    let mut cur = Cursors { feed, mark };
+    let mut pos = Position { feed, mark, replayed: HashSet::new() };
     let first = if sub.resumed { pb::WatchEventKind::Resumed } else { pb::WatchEventKind::Reset };
-    if tx.send(Ok(cur.signal(first, last))).await.is_err() {
+    let mut queue = pos.replay(replay, last);
+    queue.append(&mut sub.backlog);
+    if tx.send(Ok(pos.signal(first, last))).await.is_err() {
         return;
-    }
-    let replayed: HashSet<i64> = replay.iter().map(|n| n.id).collect();
-    let seq = last;
-    let replay = replay.into_iter().map(|n| FeedEvent::Notice { seq, notice: Arc::new(n) });
-    for e in replay.chain(sub.backlog.drain(..)) {
-        if tx.send(Ok(cur.event(&e))).await.is_err() {
-            return;
-        }
-        last = last.max(e.seq());
     }
     let mut ticks = tokio::time::interval(heartbeat);
     ticks.tick().await;
     loop {
+        for e in queue.drain(..) {
+            if tx.send(Ok(pos.event(&e))).await.is_err() {
+                return;
+            }
+            last = last.max(e.seq());
+        }
         let msg = tokio::select! {
             _ = tx.closed() => return,
             _ = shutdown.fired() => return,
-            _ = ticks.tick() => Ok(cur.signal(pb::WatchEventKind::Heartbeat, last)),
+            _ = ticks.tick() => pos.signal(pb::WatchEventKind::Heartbeat, last),
             e = sub.live.recv() => match e {
-                Ok(e) if e.seq() <= last => continue,
-                // Sent already, from the store.
-                Ok(FeedEvent::Notice { notice, .. }) if replayed.contains(&notice.id) => continue,
+                Ok(e) if e.seq() <= last || pos.seen_live(&e) => continue,
                 Ok(e) => {
                     last = e.seq();
-                    Ok(cur.event(&e))
+                    pos.event(&e)
                 }
                 // Too slow to keep up: it cannot know what it missed, so it must forget everything.
-                Err(broadcast::error::RecvError::Lagged(_)) => Ok(cur.signal(pb::WatchEventKind::Reset, last)),
+                Err(broadcast::error::RecvError::Lagged(_)) => pos.signal(pb::WatchEventKind::Reset, last),
                 Err(broadcast::error::RecvError::Closed) => return,
             },
         };
-        if tx.send(msg).await.is_err() {
+        if msg.kind() == pb::WatchEventKind::Reset {
+            let (notices, _) = catch_up(&service, false, pos.mark).await;
+            queue = pos.replay(notices, last);
+        }
+        if tx.send(Ok(msg)).await.is_err() {
             return;
         }
     }
