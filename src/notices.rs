@@ -58,10 +58,28 @@ async fn round(service: &Service, outbox: &dyn OutboxStore, backoff: &mut Backof
     }
 }
 
+/// Tenants stored before notices existed get their schedule, once, at start.
+async fn schedule_unscheduled(outbox: &dyn OutboxStore, backoff: &mut Backoff, shutdown: &mut Shutdown) {
+    loop {
+        match outbox.schedule_unscheduled(unix_now(), BATCH).await {
+            Ok(n) if n < BATCH => return,
+            Ok(_) => backoff.reset(),
+            Err(e) => {
+                tracing::warn!(error = %e, "lifecycle notices: cannot schedule existing tenants; retrying");
+                tokio::select! {
+                    _ = shutdown.fired() => return,
+                    _ = tokio::time::sleep(backoff.next_delay()) => {}
+                }
+            }
+        }
+    }
+}
+
 /// Run until `shutdown`.
 pub fn spawn(service: Arc<Service>, outbox: Arc<dyn OutboxStore>, mut shutdown: Shutdown) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+        schedule_unscheduled(&*outbox, &mut backoff, &mut shutdown).await;
         loop {
             // Armed before the round: a wake during it is not lost.
             let jumped = clock::jumps().notified();

@@ -170,6 +170,7 @@ macro_rules! category {
         category_tests!($run $attrs outbox:
             notices_are_emitted_once_when_due,
             concurrent_emitters_make_each_notice_once,
+            tenants_stored_before_notices_are_scheduled,
             deliveries_are_leased_in_order_logged_and_redelivered,
         );
     };
@@ -2262,6 +2263,20 @@ mod cases {
             let stored = s.notices_after(first[0].id - 1, 100).await.expect("stored");
             assert_eq!(kinds(&stored), timeline());
             assert_eq!(s.last_notice_id().await.expect("last"), stored[4].id);
+        }
+
+        /// A tenant saved without an outbox (before the upgrade that added notices) has no
+        /// schedule; scheduling it starts its timeline then: later crossings are emitted.
+        pub async fn tenants_stored_before_notices_are_scheduled(db: Db) {
+            start_trial(&crate::harness::open(&db.url).await, "old").await;
+            let s = with_outbox(&db).await;
+            assert_eq!(s.next_notice_at().await.expect("next"), None, "never scheduled");
+            let now = T0 + 9 * DAY;
+            assert_eq!(s.schedule_unscheduled(now, 10).await.expect("schedule"), 1);
+            assert_eq!(s.schedule_unscheduled(now, 10).await.expect("schedule"), 0, "once");
+            assert_eq!(s.next_notice_at().await.expect("next"), Some(T0 + 11 * DAY), "the 7-day mark had passed");
+            let rest = s.emit_due_notices(T0 + 100 * DAY, 10).await.expect("emit");
+            assert_eq!(kinds(&rest), timeline()[1..]);
         }
 
         pub async fn concurrent_emitters_make_each_notice_once(db: Db) {

@@ -5,6 +5,8 @@
 ALTER TABLE tenants ADD COLUMN next_notice_at BIGINT;
 ALTER TABLE tenants ADD COLUMN notices_through BIGINT;
 CREATE INDEX tenants_by_next_notice ON tenants (next_notice_at);
+-- Tenants stored before this migration (notices_through NULL) are scheduled at start.
+CREATE INDEX tenants_by_notices_through ON tenants (notices_through);
 
 -- The outbox: every tenant change and lifecycle notice, written in the transaction that made it.
 -- dedup_key ('<threshold>:<instant>' for a notice, 'r<revision>' for a change) makes a second

@@ -345,6 +345,9 @@ pub trait OutboxStore: Send + Sync + 'static {
     /// Emit the timed crossings of up to `limit` due tenants (each exactly once, whichever
     /// replica asks); the new notices.
     async fn emit_due_notices(&self, now: UnixTime, limit: u32) -> Result<Vec<NoticeEvent>, StoreError>;
+    /// Schedule up to `limit` tenants never scheduled (stored before notices existed): their
+    /// timeline starts at `now`. How many were scheduled.
+    async fn schedule_unscheduled(&self, now: UnixTime, limit: u32) -> Result<u32, StoreError>;
     /// Committed notices with an id above `after_id`, oldest first (a `Watch` resuming across
     /// a restart); and the newest notice id.
     async fn notices_after(&self, after_id: i64, limit: u32) -> Result<Vec<NoticeEvent>, StoreError>;

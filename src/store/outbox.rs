@@ -265,24 +265,40 @@ pub(super) struct CommitRecord<'a> {
     pub at: UnixTime,
 }
 
+/// Which tenants a round takes.
+#[derive(Clone, Copy)]
+enum Due {
+    /// `next_notice_at` has come.
+    Scheduled,
+    /// Never scheduled (stored before notices existed).
+    Unscheduled,
+}
+
 /// One due tenant, in its own transaction; its new notices.
 async fn emit_for(
     store: &SqlStore,
     cfg: &OutboxConfig,
     tenant: &str,
     now: UnixTime,
+    due: Due,
 ) -> Result<Vec<NoticeEvent>, StoreError> {
     let mut tx = store.pool().begin().await?;
     // The lock, as the first statement: of several replicas, one gets the row; the others wait,
     // then find it no longer due and touch nothing.
-    let through: Option<Option<i64>> = sqlx::query_scalar(
-        "UPDATE tenants SET next_notice_at = next_notice_at WHERE tenant_id = $1 AND next_notice_at <= $2 \
-         RETURNING notices_through",
-    )
-    .bind(tenant)
-    .bind(now)
-    .fetch_optional(&mut *tx)
-    .await?;
+    let lock = match due {
+        Due::Scheduled => sqlx::query_scalar(
+            "UPDATE tenants SET next_notice_at = next_notice_at WHERE tenant_id = $1 AND next_notice_at <= $2 \
+             RETURNING notices_through",
+        )
+        .bind(tenant)
+        .bind(now),
+        Due::Unscheduled => sqlx::query_scalar(
+            "UPDATE tenants SET next_notice_at = next_notice_at WHERE tenant_id = $1 AND notices_through IS NULL \
+             RETURNING notices_through",
+        )
+        .bind(tenant),
+    };
+    let through: Option<Option<i64>> = lock.fetch_optional(&mut *tx).await?;
     let Some(through) = through else {
         tx.rollback().await?;
         return Ok(Vec::new());
@@ -357,12 +373,28 @@ impl OutboxStore for SqlStore {
         .await?;
         let mut out = Vec::new();
         for tenant in due {
-            out.extend(emit_for(self, cfg, &tenant, now).await?);
+            out.extend(emit_for(self, cfg, &tenant, now, Due::Scheduled).await?);
         }
         if self.backend() == Backend::Sqlite {
             self.publish_notices(&out);
         }
         Ok(out)
+    }
+
+    async fn schedule_unscheduled(&self, now: UnixTime, limit: u32) -> Result<u32, StoreError> {
+        let Some(cfg) = self.outbox() else { return Ok(0) };
+        let todo: Vec<String> = sqlx::query_scalar(
+            "SELECT tenant_id FROM tenants WHERE notices_through IS NULL ORDER BY tenant_id LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(self.pool())
+        .await?;
+        let n = u32::try_from(todo.len()).unwrap_or(u32::MAX);
+        for tenant in todo {
+            // Its timeline starts now: nothing before counts as crossed, so nothing is emitted.
+            emit_for(self, cfg, &tenant, now, Due::Unscheduled).await?;
+        }
+        Ok(n)
     }
 
     async fn notices_after(&self, after_id: i64, limit: u32) -> Result<Vec<NoticeEvent>, StoreError> {
