@@ -191,19 +191,25 @@ impl Webhooks {
             None => (None, Some(format!("endpoint `{}` is no longer configured", d.endpoint))),
         };
         let elapsed = started.elapsed();
-        let now = clock::host_unix_millis();
-        let outcome = if error.is_none() {
-            AttemptOutcome::Delivered
-        } else if now >= d.give_up_ms || !self.endpoints.contains_key(&d.endpoint) {
-            AttemptOutcome::GaveUp
-        } else {
-            let n = u32::try_from(d.attempts + 1).unwrap_or(u32::MAX);
-            let pause = i64::try_from(nth_delay(self.floor, self.ceiling, n).as_millis()).unwrap_or(i64::MAX);
-            AttemptOutcome::Retry { at_ms: now.saturating_add(pause) }
-        };
+        // An endpoint removed from the file is retried like a failing one: it may come back.
+        let outcome = next_step(d, error.is_none(), clock::host_unix_millis(), self.floor, self.ceiling);
         let duration_ms = i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX);
         (Attempt { attempt: d.attempts + 1, at_ms, status_code, error, duration_ms }, outcome)
     }
+}
+
+/// What follows an attempt: delivered; retried after the backoff for its attempt number; or,
+/// past the delivery's window, given up.
+fn next_step(d: &Delivery, succeeded: bool, now_ms: i64, floor: Duration, ceiling: Duration) -> AttemptOutcome {
+    if succeeded {
+        return AttemptOutcome::Delivered;
+    }
+    if now_ms >= d.give_up_ms {
+        return AttemptOutcome::GaveUp;
+    }
+    let n = u32::try_from(d.attempts + 1).unwrap_or(u32::MAX);
+    let pause = i64::try_from(nth_delay(floor, ceiling, n).as_millis()).unwrap_or(i64::MAX);
+    AttemptOutcome::Retry { at_ms: now_ms.saturating_add(pause) }
 }
 
 fn outcome_label(o: AttemptOutcome) -> &'static str {
@@ -305,6 +311,33 @@ mod tests {
             "[[endpoint]]\nname = \"a\"\nurl = \"http://x/\"\nsecret = \"{SECRET}\"\n[[endpoint]]\nname = \"a\"\nurl = \"http://y/\"\nsecret = \"{SECRET}\"\n"
         );
         assert!(parse(&dup).is_err());
+    }
+
+    #[test]
+    fn failures_back_off_then_give_up_after_the_window() {
+        let (floor, ceiling) = (Duration::from_secs(5), Duration::from_secs(3600));
+        let d = Delivery {
+            id: 1,
+            endpoint: "app".into(),
+            event_id: 1,
+            tenant_id: "t".into(),
+            event_type: "tenant.changed".into(),
+            status: crate::store::DeliveryStatus::Pending,
+            attempts: 0,
+            next_attempt_ms: 0,
+            give_up_ms: crate::store::RETRY_WINDOW_MS,
+            created_ms: 0,
+            payload: "{}".into(),
+        };
+        assert_eq!(next_step(&d, true, 10, floor, ceiling), AttemptOutcome::Delivered);
+        let AttemptOutcome::Retry { at_ms } = next_step(&d, false, 10, floor, ceiling) else { panic!("retry") };
+        assert!((10 + 2_500..=10 + 5_000).contains(&at_ms), "{at_ms}");
+        let late = Delivery { attempts: 40, ..d.clone() };
+        let AttemptOutcome::Retry { at_ms } = next_step(&late, false, 10, floor, ceiling) else { panic!("retry") };
+        assert!(at_ms <= 10 + 3_600_000, "capped at the ceiling");
+        // Retried for at least 24 hours: the window is 3 days.
+        const { assert!(crate::store::RETRY_WINDOW_MS >= 24 * 3600 * 1000) };
+        assert_eq!(next_step(&d, false, crate::store::RETRY_WINDOW_MS, floor, ceiling), AttemptOutcome::GaveUp);
     }
 
     #[test]

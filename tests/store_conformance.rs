@@ -2330,6 +2330,13 @@ mod cases {
             assert_eq!(oldest.delivery.status, DeliveryStatus::Delivered);
             let codes: Vec<_> = oldest.attempts.iter().map(|a| (a.attempt, a.status_code)).collect();
             assert_eq!(codes, vec![(1, Some(500)), (2, Some(200))]);
+            // Given up (past its window): failed, and the tenant's next event is due.
+            let gave_up =
+                entitlements::store::Attempt { attempt: 1, status_code: None, error: Some("timeout".into()), ..failed };
+            s.record_attempt(second[0].id, &gave_up, AttemptOutcome::GaveUp).await.expect("record");
+            let failed_only = DeliveryFilter { status: Some(DeliveryStatus::Failed), limit: 10, ..Default::default() };
+            let failed_log = s.deliveries(&failed_only).await.expect("log");
+            assert_eq!(failed_log.iter().map(|r| r.delivery.id).collect::<Vec<_>>(), vec![second[0].id]);
             assert!(s.redeliver(first[0].id, now + 700).await.expect("redeliver"));
             assert!(!s.redeliver(first[0].id + 1_000, now).await.expect("unknown"), "no such delivery");
             let pending = s
