@@ -31,6 +31,16 @@ impl Backoff {
     }
 }
 
+/// The pause before retry number `n` (1-based) of something retried on a schedule rather than
+/// in a loop (a webhook delivery, whose attempt count is stored): the same doubling and jitter
+/// as [`Backoff::next_delay`].
+pub fn nth_delay(floor: Duration, ceiling: Duration, n: u32) -> Duration {
+    let doublings = n.saturating_sub(1).min(32);
+    let step = floor.saturating_mul(1u32 << doublings.min(31)).min(ceiling);
+    let half = step / 2;
+    half + half.mul_f64(unit_random())
+}
+
 /// A number in [0, 1): std's per-instance random hash keys are seeded from the OS, which is
 /// plenty for spreading retries (no crate needed).
 fn unit_random() -> f64 {
@@ -52,5 +62,16 @@ mod tests {
         }
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn nth_delay_follows_the_same_schedule() {
+        let (floor, ceiling) = (Duration::from_secs(5), Duration::from_secs(3600));
+        let mut step = floor;
+        for n in 1..40 {
+            let d = nth_delay(floor, ceiling, n);
+            assert!(d >= step / 2 && d <= step, "retry {n}: {d:?} within [{:?}, {step:?}]", step / 2);
+            step = (step * 2).min(ceiling);
+        }
     }
 }

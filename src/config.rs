@@ -236,6 +236,20 @@ pub struct ServeArgs {
     /// Fraction of new traces sampled (0.0–1.0); a caller's `traceparent` decision is followed.
     #[arg(long, env = "ENTITLEMENTS_OTLP_SAMPLE_RATIO", default_value_t = 1.0, value_parser = parse_ratio)]
     pub otlp_sample_ratio: f64,
+    /// Outbound webhooks (Standard Webhooks): a TOML file of `[[endpoint]]` tables (name, url,
+    /// secret, events); see the README. Without it no webhook is sent.
+    #[arg(long, env = "ENTITLEMENTS_WEBHOOKS_CONFIG")]
+    pub webhooks_config: Option<PathBuf>,
+    /// Outbound webhooks: the first retry's pause; each next one doubles (with jitter).
+    #[arg(long, env = "ENTITLEMENTS_WEBHOOK_RETRY_FLOOR", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub webhook_retry_floor: Duration,
+    /// Outbound webhooks: the longest pause between retries (retried for 3 days in all).
+    #[arg(long, env = "ENTITLEMENTS_WEBHOOK_RETRY_CEILING", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub webhook_retry_ceiling: Duration,
+    /// TEST/DEBUG ONLY: move the service's "now" by the whole seconds written in this file
+    /// (re-read every 100 ms), to walk a trial's timeline in seconds. Off by default.
+    #[arg(long, env = "ENTITLEMENTS_CLOCK_OFFSET_FILE", hide = true)]
+    pub clock_offset_file: Option<PathBuf>,
 }
 
 fn parse_ratio(s: &str) -> Result<f64, String> {
@@ -280,6 +294,10 @@ impl ServeArgs {
             edition: None,
             otlp_endpoint: None,
             otlp_sample_ratio: 1.0,
+            webhooks_config: None,
+            webhook_retry_floor: Duration::from_secs(5),
+            webhook_retry_ceiling: Duration::from_secs(3600),
+            clock_offset_file: None,
         }
     }
 }

@@ -1,12 +1,19 @@
 //! The change feed: every tenant change this replica learns of (its own commits and other
-//! replicas' notifications), numbered, kept in a bounded ring so that a `Watch` can resume
+//! replicas' notifications) and every lifecycle notice (from the outbox), numbered, kept in a bounded ring so that a `Watch` can resume
 //! from a cursor, and broadcast live. Cursors are `<epoch>-<seq>`: the epoch changes with
 //! every process start, so a cursor from before a restart asks for a reset, never a gap.
+//!
+//! Lifecycle notices are durable (the outbox), so `Watch` cursors also carry the id of the
+//! last notice sent, `<epoch>-<seq>~<notice id>` ([`split_cursor`], [`join_cursor`]): a watcher
+//! that comes back after a restart (RESET) is first sent the notices it has not seen, from the
+//! store, so a restart neither loses nor repeats one.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::broadcast;
+
+use crate::store::NoticeEvent;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FeedEvent {
@@ -19,12 +26,17 @@ pub enum FeedEvent {
     Reset {
         seq: u64,
     },
+    /// A tenant crossed a lifecycle threshold (committed to the outbox exactly once).
+    Notice {
+        seq: u64,
+        notice: Arc<NoticeEvent>,
+    },
 }
 
 impl FeedEvent {
     pub fn seq(&self) -> u64 {
         match self {
-            FeedEvent::Change { seq, .. } | FeedEvent::Reset { seq } => *seq,
+            FeedEvent::Change { seq, .. } | FeedEvent::Reset { seq } | FeedEvent::Notice { seq, .. } => *seq,
         }
     }
 }
@@ -82,6 +94,11 @@ impl ChangeFeed {
         self.publish(|seq| FeedEvent::Change { seq, tenant: Arc::from(tenant), revision });
     }
 
+    pub fn notice(&self, notice: NoticeEvent) {
+        let notice = Arc::new(notice);
+        self.publish(|seq| FeedEvent::Notice { seq, notice });
+    }
+
     pub fn reset(&self) {
         self.publish(|seq| FeedEvent::Reset { seq });
     }
@@ -112,9 +129,34 @@ impl ChangeFeed {
     }
 }
 
+/// A `Watch` cursor's feed part and its notice watermark (when it carries one).
+pub fn split_cursor(cursor: &str) -> (&str, Option<i64>) {
+    match cursor.rsplit_once('~') {
+        Some((feed, notice)) => (feed, notice.parse().ok()),
+        None => (cursor, None),
+    }
+}
+
+/// A `Watch` cursor from its feed part and notice watermark.
+pub fn join_cursor(feed: String, notice: Option<i64>) -> String {
+    match notice {
+        Some(n) => format!("{feed}~{n}"),
+        None => feed,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cursors_carry_the_notice_watermark() {
+        let f = ChangeFeed::new(7, 16);
+        let c = join_cursor(f.cursor(3), Some(42));
+        assert_eq!(split_cursor(&c), (f.cursor(3).as_str(), Some(42)));
+        assert_eq!(split_cursor(&f.cursor(3)), (f.cursor(3).as_str(), None));
+        assert_eq!(join_cursor(f.cursor(3), None), f.cursor(3));
+    }
 
     #[test]
     fn resume_and_reset() {

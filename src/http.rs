@@ -20,7 +20,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use crate::clock::unix_now;
+use crate::clock::host_unix_now;
 use crate::listener::Admitted;
 use crate::service::{Service, ServiceError};
 use crate::shutdown::Shutdown;
@@ -139,7 +139,7 @@ async fn stripe_webhook(State(s): State<AppState>, req: Request) -> Response {
         return reply(StatusCode::BAD_REQUEST, json!({ "error": "body is not UTF-8" }));
     };
     let header = headers.get("stripe-signature").and_then(|v| v.to_str().ok());
-    let verified = match stripe::verify(payload, header, &s.webhook.secrets, unix_now(), s.webhook.livemode) {
+    let verified = match stripe::verify(payload, header, &s.webhook.secrets, host_unix_now(), s.webhook.livemode) {
         Ok(v) => v,
         Err(rejection) => {
             tracing::warn!(error = %rejection, "stripe webhook rejected");

@@ -1,5 +1,6 @@
 //! Cross-replica invalidation (SPEC §5): every committed change NOTIFYs `<revision>:<tenant>`
-//! on PostgreSQL (see `store::sql::bump_revision`); each replica LISTENs and invalidates.
+//! on PostgreSQL (see `store::sql::bump_revision`); each replica LISTENs and invalidates. The
+//! same connection LISTENs for lifecycle notices (`store::outbox`), which go into the feed.
 //! When the listening connection is lost, notifications may have been missed, so the replica
 //! drops its whole cache once it is listening again (and says so in a log line and a metric).
 
@@ -13,6 +14,8 @@ use tokio::task::JoinHandle;
 use crate::backoff::Backoff;
 use crate::service::Service;
 use crate::shutdown::Shutdown;
+use crate::store::NoticeEvent;
+use crate::store::outbox::NOTICES_CHANNEL;
 use crate::store::sql::CHANGES_CHANNEL;
 use crate::telemetry;
 
@@ -32,7 +35,7 @@ async fn connect(url: &str, name: &str) -> Result<PgListener, sqlx::Error> {
     let pool =
         PgPoolOptions::new().max_connections(1).acquire_timeout(Duration::from_secs(3)).connect_with(opts).await?;
     let mut listener = PgListener::connect_with(&pool).await?;
-    listener.listen(CHANGES_CHANNEL).await?;
+    listener.listen_all([CHANGES_CHANNEL, NOTICES_CHANNEL]).await?;
     Ok(listener)
 }
 
@@ -66,6 +69,11 @@ pub fn spawn(url: String, name: String, service: Arc<Service>, mut shutdown: Shu
                     n = listener.try_recv() => n,
                 };
                 match next {
+                    // A lifecycle notice (any replica may have emitted it): into this feed.
+                    Ok(Some(n)) if n.channel() == NOTICES_CHANNEL => match NoticeEvent::from_json(n.payload()) {
+                        Some(notice) => service.feed().notice(notice),
+                        None => tracing::warn!(payload = n.payload(), "unparseable notice notification"),
+                    },
                     Ok(Some(n)) => match parse(n.payload()) {
                         Some((revision, tenant)) => {
                             metrics::counter!(telemetry::INVALIDATIONS_RECEIVED).increment(1);

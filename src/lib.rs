@@ -28,7 +28,9 @@
 //! - [`grpc`] — tonic services; `grpc::convert`, every protobuf ↔ domain conversion; the one
 //!   error → status mapping (SPEC §4).
 //! - [`stripe`] — verifying webhook deliveries and reading async-stripe's types into core facts (SPEC §7).
-//! - [`feed`] — the numbered, resumable feed of tenant changes behind `Watch` (SPEC §5).
+//! - [`feed`] — the numbered, resumable feed of tenant changes and lifecycle notices behind `Watch` (SPEC §5).
+//! - [`notices`] — the task that emits lifecycle notices when they fall due (outbox in `store`).
+//! - [`webhooks`] — outbound webhooks (Standard Webhooks): endpoints, signing, at-least-once delivery.
 //! - [`relay`] — relay (sidecar) mode: tenant state, usage and audit from the upstream, fed by `Watch`.
 //! - [`invalidation`] — cross-replica cache invalidation over PostgreSQL LISTEN/NOTIFY (SPEC §5).
 //! - [`http`] — the HTTP listener: the Stripe webhook, health, readiness, metrics (SPEC §7, §8).
@@ -43,7 +45,9 @@
 //! - [`backoff`] — the one reconnect backoff (doubling, with jitter).
 
 /// The pure core, re-exported under the paths the shell has always used.
-pub use entitlements_core::{billing, catalog, command, decide, explain, lifecycle, listing, resolve, tenant, usage};
+pub use entitlements_core::{
+    billing, catalog, command, decide, explain, lifecycle, listing, resolve, tenant, thresholds, usage,
+};
 
 pub mod backoff;
 pub mod cache;
@@ -55,6 +59,7 @@ pub mod grpc;
 pub mod http;
 pub mod invalidation;
 pub mod listener;
+pub mod notices;
 pub mod relay;
 pub mod server;
 pub mod service;
@@ -63,6 +68,7 @@ pub mod store;
 pub mod stripe;
 pub mod telemetry;
 pub mod trace;
+pub mod webhooks;
 
 /// Generated protobuf and gRPC code for `entitlements.v1`.
 pub mod pb {

@@ -113,7 +113,7 @@ impl UpstreamStore {
     /// log (the central service applies webhooks).
     pub fn stores(&self) -> Stores {
         let up = Arc::new(self.clone());
-        Stores { tenants: up.clone(), usage: up.clone(), audit: up, stripe: None, directory: None }
+        Stores { tenants: up.clone(), usage: up.clone(), audit: up, stripe: None, directory: None, outbox: None }
     }
 }
 
@@ -237,6 +237,7 @@ async fn follow(service: &Service, ev: &pb::WatchResponse) {
             metrics::counter!(telemetry::LISTENER_RECONNECTS).increment(1);
             tracing::info!("upstream watch reset: cache flushed");
         }
-        WatchEventKind::Resumed | WatchEventKind::Heartbeat | WatchEventKind::Unspecified => {}
+        // A notice changes nothing cached.
+        WatchEventKind::Resumed | WatchEventKind::Heartbeat | WatchEventKind::Notice | WatchEventKind::Unspecified => {}
     }
 }

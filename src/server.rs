@@ -24,8 +24,11 @@ use crate::pb::entitlement_service_server::EntitlementServiceServer;
 use crate::relay::{UpstreamConfig, UpstreamStore};
 use crate::service::Service;
 use crate::shutdown::{self, Shutdown, Trigger};
+use crate::store::outbox::{OutboxConfig, Route};
 use crate::store::sql::{Backend, SqlStore};
-use crate::store::{StoreError, Stores};
+use crate::store::{NoticeEvent, StoreError, Stores};
+use crate::webhooks::Webhooks;
+use tokio::sync::broadcast;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -47,6 +50,10 @@ pub enum ServerError {
     Http(std::io::Error),
     #[error(transparent)]
     Trace(#[from] crate::trace::TraceError),
+    #[error(transparent)]
+    Webhooks(#[from] crate::webhooks::WebhookConfigError),
+    #[error("--webhooks-config: outbound webhooks are sent by the central service, not by a relay")]
+    WebhooksOnRelay,
 }
 
 /// Read and validate a catalog file; `${VAR}` references come from the process environment.
@@ -98,12 +105,22 @@ impl Running {
 
 /// Load everything, bind both listeners and start serving in the background.
 pub async fn start(args: &ServeArgs) -> Result<Running, ServerError> {
-    let catalog = configured_catalog(args)?;
+    if let Some(path) = &args.clock_offset_file {
+        // Before anything reads the clock (test/debug only; see `clock`).
+        let offset = std::fs::read_to_string(path).ok().and_then(|s| s.trim().parse::<i64>().ok());
+        crate::clock::set_offset(offset.unwrap_or(0));
+    }
+    let catalog = Arc::new(configured_catalog(args)?);
     let traces = crate::trace::Tracing::start(args.otlp_endpoint.as_deref(), args.otlp_sample_ratio)?;
     spawn_metrics_upkeep();
-    let (stores, backend, upstream) = open_stores(args).await?;
-    let service =
-        Arc::new(Service::new(Arc::new(catalog), stores, args.cache_capacity, args.max_ttl, args.stale_if_error));
+    let webhooks = match &args.webhooks_config {
+        Some(_) if args.upstream.is_some() => return Err(ServerError::WebhooksOnRelay),
+        Some(path) => Some(Arc::new(Webhooks::load(path, args.webhook_retry_floor, args.webhook_retry_ceiling)?)),
+        None => None,
+    };
+    let routes = webhooks.as_ref().map(|w| w.routes()).unwrap_or_default();
+    let (stores, backend, upstream, local_notices) = open_stores(args, &catalog, routes).await?;
+    let service = Arc::new(Service::new(catalog, stores, args.cache_capacity, args.max_ttl, args.stale_if_error));
 
     let bind = |addr: SocketAddr| async move {
         let listener = TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })?;
@@ -124,6 +141,7 @@ pub async fn start(args: &ServeArgs) -> Result<Running, ServerError> {
     if let Some(up) = upstream {
         background.push(crate::relay::spawn_watch(up, Arc::clone(&service), rx.clone()));
     }
+    background.extend(spawn_outbox_tasks(args, &service, webhooks, local_notices, &rx));
     let admission = Admission {
         max_connections: args.max_connections,
         handshake_timeout: args.handshake_timeout,
@@ -145,6 +163,34 @@ pub async fn start(args: &ServeArgs) -> Result<Running, ServerError> {
     let http = tokio::spawn(crate::http::serve(http_conns, app, args.http_header_timeout, rx.clone()));
     tracing::info!(%grpc_addr, %http_addr, edition = %service.catalog().edition, relay = args.upstream.is_some(), otlp = traces.exporting(), "serving");
     Ok(Running { grpc_addr, http_addr, service, shutdown, grpc, http, background, traces })
+}
+
+/// Lifecycle notices, outbound webhooks, and (test/debug) the clock offset file.
+fn spawn_outbox_tasks(
+    args: &ServeArgs,
+    service: &Arc<Service>,
+    webhooks: Option<Arc<Webhooks>>,
+    local_notices: Option<broadcast::Receiver<NoticeEvent>>,
+    rx: &Shutdown,
+) -> Vec<JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    if let Some(outbox) = service.stores().outbox.clone() {
+        tasks.push(crate::notices::spawn(Arc::clone(service), Arc::clone(&outbox), rx.clone()));
+        if let Some(hooks) = webhooks.filter(|h| !h.is_empty()) {
+            let wake = Arc::clone(&service.wakes().deliveries);
+            tasks.push(crate::webhooks::spawn(hooks, outbox, wake, rx.clone()));
+        }
+    }
+    if let Some(notices) = local_notices {
+        tasks.push(crate::notices::forward_local(notices, Arc::clone(service), rx.clone()));
+    }
+    if let Some(path) = &args.clock_offset_file {
+        let s = Arc::clone(service);
+        // Cached resolutions were computed for the old "now".
+        let follow = crate::clock::follow_offset_file(path.clone(), move || s.cache().flush(), rx.clone());
+        tasks.push(tokio::spawn(follow));
+    }
+    tasks
 }
 
 /// The catalog file, with the deployment's edition override.
@@ -178,19 +224,24 @@ fn read_file(p: &Path) -> Result<Vec<u8>, ServerError> {
     std::fs::read(p).map_err(|source| ServerError::File { path: p.display().to_string(), source })
 }
 
-/// The stores: the database, or (relay mode) the upstream service.
-async fn open_stores(args: &ServeArgs) -> Result<(Stores, Option<Backend>, Option<UpstreamStore>), ServerError> {
+type Opened = (Stores, Option<Backend>, Option<UpstreamStore>, Option<broadcast::Receiver<NoticeEvent>>);
+
+/// The stores: the database (with its outbox: the catalog's lifecycle policy and the webhook
+/// routes), or (relay mode) the upstream service. SQLite also hands out its local notices.
+async fn open_stores(args: &ServeArgs, catalog: &Arc<Catalog>, routes: Vec<Route>) -> Result<Opened, ServerError> {
     if let Some(url) = &args.upstream {
         let ca = args.upstream_ca.as_deref().map(read_file).transpose()?;
         let token = args.upstream_token.clone().or(args.admin_token.clone());
         let admin_token = args.upstream_admin_token.clone().or(args.admin_token.clone());
         let up = UpstreamStore::connect(&UpstreamConfig { url: url.clone(), token, admin_token, ca })?;
-        return Ok((up.stores(), None, Some(up)));
+        return Ok((up.stores(), None, Some(up), None));
     }
     let store = SqlStore::connect_within(&args.database_url, args.request_timeout).await?;
     store.migrate().await?;
+    let store = store.with_outbox(OutboxConfig { catalog: Arc::clone(catalog), routes });
     let backend = store.backend();
-    Ok((Stores::sql(store), Some(backend), None))
+    let local = (backend == Backend::Sqlite).then(|| store.subscribe_notices());
+    Ok((Stores::sql(store), Some(backend), None, local))
 }
 
 /// Both planes, health and reflection — behind TLS (if configured), the trace layer, the request

@@ -25,6 +25,11 @@ pub const STALE_ANSWERS: &str = "entitlements_stale_answers_total";
 pub const WEBHOOK_EVENTS: &str = "entitlements_webhook_events_total";
 pub const WEBHOOK_MAPPING_ERRORS: &str = "entitlements_webhook_mapping_errors_total";
 pub const WEBHOOK_REJECTED: &str = "entitlements_webhook_rejected_total";
+/// Lifecycle notices committed to the outbox, by `threshold`.
+pub const NOTICES: &str = "entitlements_lifecycle_notices_total";
+/// Outbound webhook attempts, by `endpoint` and `outcome` (delivered, retry, gave_up).
+pub const OUTBOUND_ATTEMPTS: &str = "entitlements_outbound_webhook_attempts_total";
+pub const OUTBOUND_SECONDS: &str = "entitlements_outbound_webhook_duration_seconds";
 pub const CONNECTIONS_REFUSED: &str = "entitlements_connections_refused_total";
 pub const CONNECTIONS_CLOSED_IDLE: &str = "entitlements_connections_closed_idle_total";
 

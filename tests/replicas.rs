@@ -356,3 +356,48 @@ async fn a_store_outage_is_survived_and_nothing_accepted_is_lost() {
     s.stop().await.expect("stop");
     s2.stop().await.expect("stop");
 }
+
+/// Two replicas on one PostgreSQL walk a 14-day trial (injected clock, both following the same
+/// offset file): both run the notice task and the webhook worker, yet each notice is made once
+/// in total — once on either replica's `Watch` (NOTIFY reaches both) and once at the receiver,
+/// which verifies every signature with Python's `standardwebhooks`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set ENTITLEMENTS_TEST_POSTGRES_URL and run with -- --ignored"]
+async fn two_replicas_make_each_lifecycle_notice_once() {
+    use common::lifecycle::*;
+    let url = require_postgres_url();
+    require_python_standardwebhooks();
+    let db = fresh_database(&url, "notices").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = dir.path().join("clock-offset");
+    set_clock(&clock, 0);
+    std::fs::write(&clock, "0").expect("clock");
+    let receiver = Receiver::start(dir.path(), 1);
+    let hooks = receiver.config(dir.path());
+    let a = spawn_server(&db, free_addr(), free_addr(), &clock, &hooks).await;
+    let b = spawn_server(&db, free_addr(), free_addr(), &clock, &hooks).await;
+    let (on_a, on_b) = (Watcher::start(a.grpc).await, Watcher::start(b.grpc).await);
+
+    start_trial(b.grpc, "twin-co").await;
+    let want = trial_timeline();
+    for (i, days) in TIMELINE_DAYS.iter().enumerate() {
+        set_clock(&clock, *days);
+        assert_eq!(kinds(&on_a.wait_for(i + 1).await), want[..=i]);
+        assert_eq!(kinds(&on_b.wait_for(i + 1).await), want[..=i]);
+    }
+    wait_for_webhooks(&receiver, "twin-co", want.len()).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(kinds(&on_a.seen()), want, "each notice once on replica A's Watch");
+    assert_eq!(kinds(&on_b.seen()), want, "each notice once on replica B's Watch");
+    assert_eq!(accepted_notices(&receiver, "twin-co"), expected_webhook_notices(), "each notice delivered once");
+    assert!(receiver.requests().iter().all(|r| r["verified"] == true));
+    let (_, ma) = get(a.http, "/metrics").await;
+    let (_, mb) = get(b.http, "/metrics").await;
+    let made = |m: &str| -> f64 {
+        m.lines()
+            .filter(|l| l.starts_with("entitlements_lifecycle_notices_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert_eq!(made(&ma) + made(&mb), want.len() as f64, "made once in total across the replicas");
+}

@@ -19,6 +19,8 @@
 //! | `collation`       | lists in byte-wise key order, with keys no catalog may name             |
 //! | `text`            | text no backend can keep (NUL) is refused as the caller's fault, alike  |
 //! | `directory`       | `TenantDirectory`: whole tenant states a page at a time, in id order    |
+//! | `outbox`          | `OutboxStore`: lifecycle notices once when due (also with two stores    |
+//! |                   | emitting at once), webhook deliveries leased in order, logged, redone   |
 //!
 //! Backends × categories:
 //!
@@ -31,8 +33,9 @@
 //! |            | in-process (fresh SQLite file, admin token, the catalog  | `usage`, `text`    |
 //! |            | of [`harness::relay_catalog`])                           |                    |
 //!
-//! The relay has no Stripe log (webhooks land on the central service) and no tenant directory
-//! (tenant lists are the central service's admin plane), runs no SQL of its own
+//! The relay has no Stripe log (webhooks land on the central service), no tenant directory
+//! (tenant lists are the central service's admin plane) and no outbox (the central service makes
+//! notices and sends webhooks), runs no SQL of its own
 //! (`usage_counter`, `shared_database`) and can only name catalog keys (`collation`).
 //!
 //! A plain `cargo test --test store_conformance` runs the SQLite and relay tests and lists the
@@ -164,6 +167,15 @@ macro_rules! category {
             migrate_is_idempotent_and_stores_share_the_database,
         );
     };
+    // SQL only: a relay has no outbox (its upstream makes notices and sends webhooks).
+    ($run:ident $attrs:tt outbox) => {
+        category_tests!($run $attrs outbox:
+            notices_are_emitted_once_when_due,
+            concurrent_emitters_make_each_notice_once,
+            tenants_stored_before_notices_are_scheduled,
+            deliveries_are_leased_in_order_logged_and_redelivered,
+        );
+    };
     ($run:ident $attrs:tt text) => {
         category_tests!($run $attrs text:
             nul_is_refused_as_invalid_input_and_changes_nothing,
@@ -193,10 +205,10 @@ macro_rules! backend {
     };
 }
 
-backend!(sqlite: run_sqlite [] [tenants, audit, usage, usage_counter, stripe, shared_database, collation, text, directory]);
+backend!(sqlite: run_sqlite [] [tenants, audit, usage, usage_counter, stripe, shared_database, collation, text, directory, outbox]);
 backend!(postgres: run_postgres
     [#[ignore = "needs PostgreSQL: set ENTITLEMENTS_TEST_POSTGRES_URL and run with -- --ignored"]]
-    [tenants, audit, usage, usage_counter, stripe, shared_database, collation, text, directory]);
+    [tenants, audit, usage, usage_counter, stripe, shared_database, collation, text, directory, outbox]);
 backend!(relay: run_relay [] [tenants, audit, usage, text]);
 
 mod harness {
@@ -253,7 +265,7 @@ mod harness {
     impl Db {
         fn new(backend: Backend, stores: Stores, url: String, upstream: Option<UpstreamConfig>) -> Db {
             let t0 = if backend == Backend::Relay { unix_now() } else { T0 };
-            let Stores { tenants, usage, audit, stripe, directory } = stores;
+            let Stores { tenants, usage, audit, stripe, directory, .. } = stores;
             Db { backend, tenants, usage, audit, stripe, directory, url, t0, upstream }
         }
 
@@ -2207,6 +2219,141 @@ mod cases {
             assert_eq!(mutate(&second, "shared", put_tenant(None, None, Some(true)), T0 + 1).await, 2);
             assert!(load(&*db.tenants, "shared").await.archived);
             second.ping().await.expect("ping second store");
+        }
+    }
+
+    /// The outbox: notices and webhook deliveries. SQL only. The store under test is opened on
+    /// the case's database with an outbox (the example catalog's lifecycle, one endpoint).
+    pub mod outbox {
+        use std::sync::Arc;
+
+        use entitlements::store::outbox::{OutboxConfig, Route};
+        use entitlements::store::{AttemptOutcome, DeliveryFilter, DeliveryStatus, NoticeEvent, OutboxStore};
+        use entitlements::thresholds::Threshold;
+
+        use crate::harness::Db;
+        use crate::*;
+
+        async fn with_outbox(db: &Db) -> SqlStore {
+            let catalog = entitlements::server::load_catalog(&crate::common::catalog_path()).expect("catalog");
+            let routes = vec![Route { endpoint: "app".into(), events: Vec::new() }];
+            crate::harness::open(&db.url).await.with_outbox(OutboxConfig { catalog: Arc::new(catalog), routes })
+        }
+
+        async fn start_trial(s: &SqlStore, tenant: &str) {
+            let end = T0 + 14 * DAY;
+            mutate(s, tenant, Command::ExtendTrial { extension: TrialExtension::Until(end) }, T0).await;
+        }
+
+        fn kinds(ns: &[NoticeEvent]) -> Vec<(Threshold, i64)> {
+            ns.iter().map(|n| (n.threshold, n.days_left)).collect()
+        }
+
+        fn timeline() -> Vec<(Threshold, i64)> {
+            use Threshold::*;
+            vec![(TrialWarning, 7), (TrialWarning, 3), (TrialEnded, 0), (HardLocked, 0), (Archived, 0)]
+        }
+
+        pub async fn notices_are_emitted_once_when_due(db: Db) {
+            let s = with_outbox(&db).await;
+            start_trial(&s, "t").await;
+            assert_eq!(s.next_notice_at().await.expect("next"), Some(T0 + 7 * DAY));
+            assert!(s.emit_due_notices(T0 + 7 * DAY - 1, 10).await.expect("emit").is_empty(), "not yet due");
+            let first = s.emit_due_notices(T0 + 7 * DAY, 10).await.expect("emit");
+            assert_eq!(kinds(&first), timeline()[..1]);
+            assert_eq!(first[0].at, T0 + 7 * DAY);
+            assert!(s.emit_due_notices(T0 + 7 * DAY, 10).await.expect("emit").is_empty(), "once");
+            assert_eq!(s.next_notice_at().await.expect("next"), Some(T0 + 11 * DAY));
+            // Catching up (the process was down): every crossing since, in order, once.
+            let rest = s.emit_due_notices(T0 + 100 * DAY, 10).await.expect("emit");
+            assert_eq!(kinds(&rest), timeline()[1..]);
+            assert!(s.emit_due_notices(T0 + 200 * DAY, 10).await.expect("emit").is_empty());
+            assert_eq!(s.next_notice_at().await.expect("next"), None);
+            // The same notices, durably, for a watcher coming back.
+            let stored = s.notices_after(first[0].id - 1, 100).await.expect("stored");
+            assert_eq!(kinds(&stored), timeline());
+            assert_eq!(s.last_notice_id().await.expect("last"), stored[4].id);
+        }
+
+        /// A tenant saved without an outbox (before the upgrade that added notices) has no
+        /// schedule; scheduling it starts its timeline then: later crossings are emitted.
+        pub async fn tenants_stored_before_notices_are_scheduled(db: Db) {
+            start_trial(&crate::harness::open(&db.url).await, "old").await;
+            let s = with_outbox(&db).await;
+            assert_eq!(s.next_notice_at().await.expect("next"), None, "never scheduled");
+            let now = T0 + 9 * DAY;
+            assert_eq!(s.schedule_unscheduled(now, 10).await.expect("schedule"), 1);
+            assert_eq!(s.schedule_unscheduled(now, 10).await.expect("schedule"), 0, "once");
+            assert_eq!(s.next_notice_at().await.expect("next"), Some(T0 + 11 * DAY), "the 7-day mark had passed");
+            let rest = s.emit_due_notices(T0 + 100 * DAY, 10).await.expect("emit");
+            assert_eq!(kinds(&rest), timeline()[1..]);
+        }
+
+        pub async fn concurrent_emitters_make_each_notice_once(db: Db) {
+            let (a, b) = (with_outbox(&db).await, with_outbox(&db).await);
+            for t in ["t1", "t2", "t3", "t4"] {
+                start_trial(&a, t).await;
+            }
+            let now = T0 + 100 * DAY;
+            let (x, y) = tokio::join!(a.emit_due_notices(now, 100), b.emit_due_notices(now, 100));
+            let mut all: Vec<_> = x.expect("a").into_iter().chain(y.expect("b")).collect();
+            all.sort_by_key(|n| n.id);
+            assert_eq!(all.len(), 4 * timeline().len(), "each crossing once in total: {all:?}");
+            for t in ["t1", "t2", "t3", "t4"] {
+                let mine: Vec<_> = all.iter().filter(|n| n.tenant_id == t).cloned().collect();
+                assert_eq!(kinds(&mine), timeline());
+            }
+        }
+
+        pub async fn deliveries_are_leased_in_order_logged_and_redelivered(db: Db) {
+            let s = with_outbox(&db).await;
+            start_trial(&s, "t").await;
+            mutate(&s, "t", Command::GrantAddOn { addon: "teams".into(), quantity: 1, expires_at: None }, T0 + 1).await;
+            // Deliveries are scheduled on the host clock (milliseconds), not the tenant timeline.
+            let now = entitlements::clock::host_unix_millis() + 1_000;
+            // Only the tenant's oldest event is due; leased, it is not handed out twice.
+            let first = s.claim_deliveries(now, 10_000, 10).await.expect("claim");
+            assert_eq!(first.len(), 1);
+            assert_eq!((first[0].endpoint.as_str(), first[0].event_type.as_str()), ("app", "tenant.changed"));
+            assert!(first[0].payload.contains("extend_trial"), "{}", first[0].payload);
+            assert!(s.claim_deliveries(now, 10_000, 10).await.expect("claim").is_empty(), "leased, and in order");
+            let failed = entitlements::store::Attempt {
+                attempt: 1,
+                at_ms: now,
+                status_code: Some(500),
+                error: Some("HTTP 500".into()),
+                duration_ms: 3,
+            };
+            s.record_attempt(first[0].id, &failed, AttemptOutcome::Retry { at_ms: now + 500 }).await.expect("record");
+            assert!(s.claim_deliveries(now + 1, 10_000, 10).await.expect("claim").is_empty(), "retry not due yet");
+            assert!(s.next_delivery_ms().await.expect("next").is_some_and(|t| t <= now + 500));
+            let again = s.claim_deliveries(now + 500, 10_000, 10).await.expect("claim");
+            assert_eq!(again.iter().map(|d| d.id).collect::<Vec<_>>(), vec![first[0].id]);
+            let ok = entitlements::store::Attempt { attempt: 2, status_code: Some(200), error: None, ..failed };
+            s.record_attempt(first[0].id, &ok, AttemptOutcome::Delivered).await.expect("record");
+            let second = s.claim_deliveries(now + 600, 10_000, 10).await.expect("claim");
+            assert_eq!(second.len(), 1);
+            assert!(second[0].payload.contains("grant_addon"), "{}", second[0].payload);
+
+            let log = s.deliveries(&DeliveryFilter { limit: 10, ..Default::default() }).await.expect("log");
+            let oldest = log.iter().find(|r| r.delivery.id == first[0].id).expect("logged");
+            assert_eq!(oldest.delivery.status, DeliveryStatus::Delivered);
+            let codes: Vec<_> = oldest.attempts.iter().map(|a| (a.attempt, a.status_code)).collect();
+            assert_eq!(codes, vec![(1, Some(500)), (2, Some(200))]);
+            // Given up (past its window): failed, and the tenant's next event is due.
+            let gave_up =
+                entitlements::store::Attempt { attempt: 1, status_code: None, error: Some("timeout".into()), ..failed };
+            s.record_attempt(second[0].id, &gave_up, AttemptOutcome::GaveUp).await.expect("record");
+            let failed_only = DeliveryFilter { status: Some(DeliveryStatus::Failed), limit: 10, ..Default::default() };
+            let failed_log = s.deliveries(&failed_only).await.expect("log");
+            assert_eq!(failed_log.iter().map(|r| r.delivery.id).collect::<Vec<_>>(), vec![second[0].id]);
+            assert!(s.redeliver(first[0].id, now + 700).await.expect("redeliver"));
+            assert!(!s.redeliver(first[0].id + 1_000, now).await.expect("unknown"), "no such delivery");
+            let pending = s
+                .deliveries(&DeliveryFilter { status: Some(DeliveryStatus::Pending), limit: 10, ..Default::default() })
+                .await
+                .expect("log");
+            assert!(pending.iter().any(|r| r.delivery.id == first[0].id));
         }
     }
 

@@ -15,6 +15,7 @@
 //! - [`resolve`] — `resolve(catalog, state, now)`: plan choice, values, `valid_until` (SPEC §3).
 //! - [`decide`] — `decide(resolved, feature, quantity, intent)`: the decision (SPEC §3).
 //! - [`explain`] — Explain's view, built from the same two functions (SPEC §4).
+//! - [`thresholds`] — lifecycle threshold crossings: which exist for a tenant and when the next one is.
 pub mod billing;
 pub mod catalog;
 pub mod command;
@@ -24,4 +25,5 @@ pub mod lifecycle;
 pub mod listing;
 pub mod resolve;
 pub mod tenant;
+pub mod thresholds;
 pub mod usage;

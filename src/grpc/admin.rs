@@ -144,4 +144,22 @@ impl AdminService for AdminApi {
         let page = self.service.list_tenants(&filter, after, size).await?;
         Ok(Response::new(convert::tenants_page(page)))
     }
+
+    async fn list_webhook_deliveries(
+        &self,
+        req: Request<pb::ListWebhookDeliveriesRequest>,
+    ) -> Result<Response<pb::ListWebhookDeliveriesResponse>, Status> {
+        let filter = convert::outbox::delivery_filter(req.get_ref()).map_err(ServiceError::from)?;
+        let records = self.service.webhook_deliveries(&filter).await?;
+        Ok(Response::new(convert::outbox::deliveries_response(&records)))
+    }
+
+    async fn redeliver_webhook(
+        &self,
+        req: Request<pb::RedeliverWebhookRequest>,
+    ) -> Result<Response<pb::RedeliverWebhookResponse>, Status> {
+        let r = req.into_inner();
+        let record = self.service.redeliver_webhook(r.delivery_id, &r.actor, &r.rationale).await?;
+        Ok(Response::new(pb::RedeliverWebhookResponse { delivery: Some(pb::WebhookDelivery::from(&record)) }))
+    }
 }

@@ -1,5 +1,6 @@
 //! `EntitlementService`: the data plane.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,10 +12,11 @@ use tonic::{Request, Response, Status};
 use super::BearerAuth;
 use super::convert::{self, from_ts, watch_event, watch_signal};
 use crate::command::Invalid;
-use crate::feed::FeedEvent;
+use crate::feed::{FeedEvent, join_cursor, split_cursor};
 use crate::pb::{self, entitlement_service_server::EntitlementService};
 use crate::service::{CheckItem, Service, ServiceError};
 use crate::shutdown::Shutdown;
+use crate::store::NoticeEvent;
 
 #[derive(Clone)]
 pub struct DataApi {
@@ -33,7 +35,63 @@ impl DataApi {
     }
 }
 
-/// Forward feed events to one watcher until it goes away.
+/// The notices a watcher is sent first, and its notice watermark. Coming back after a RESET
+/// with a watermark: those committed since (from the store's outbox). Fresh: none, and the
+/// newest notice id as the watermark. Resumed: the ring's backlog has them.
+async fn catch_up(service: &Service, resumed: bool, after: Option<i64>) -> (Vec<NoticeEvent>, Option<i64>) {
+    let Some(outbox) = &service.stores().outbox else { return (Vec::new(), None) };
+    match (resumed, after) {
+        (false, Some(after)) => match outbox.notices_after(after, NOTICE_CATCH_UP).await {
+            Ok(ns) => {
+                let last = ns.last().map_or(after, |n| n.id);
+                (ns, Some(last))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "watch: notices since the cursor unavailable");
+                (Vec::new(), Some(after))
+            }
+        },
+        (true, Some(after)) => (Vec::new(), Some(after)),
+        (_, None) => (Vec::new(), outbox.last_notice_id().await.ok()),
+    }
+}
+
+/// The most notices one reconnecting watcher is sent from the store.
+const NOTICE_CATCH_UP: u32 = 10_000;
+
+/// One watcher's position: in the feed, and the newest notice id it has been sent (the
+/// watermark its cursors carry), plus the notices it was sent from the store (not again live).
+struct Position<'a> {
+    feed: &'a crate::feed::ChangeFeed,
+    mark: Option<i64>,
+    replayed: HashSet<i64>,
+}
+
+impl Position<'_> {
+    fn event(&mut self, e: &FeedEvent) -> pb::WatchResponse {
+        if let FeedEvent::Notice { notice, .. } = e {
+            self.mark = Some(self.mark.map_or(notice.id, |m| m.max(notice.id)));
+        }
+        watch_event(e, join_cursor(self.feed.cursor(e.seq()), self.mark))
+    }
+
+    fn signal(&self, kind: pb::WatchEventKind, last: u64) -> pb::WatchResponse {
+        watch_signal(kind, join_cursor(self.feed.cursor(last), self.mark))
+    }
+
+    /// Notices from the store, as feed events at `last`, remembered so the live copy is skipped.
+    fn replay(&mut self, notices: Vec<NoticeEvent>, last: u64) -> Vec<FeedEvent> {
+        self.replayed.extend(notices.iter().map(|n| n.id));
+        notices.into_iter().map(|n| FeedEvent::Notice { seq: last, notice: Arc::new(n) }).collect()
+    }
+
+    fn seen_live(&self, e: &FeedEvent) -> bool {
+        matches!(e, FeedEvent::Notice { notice, .. } if self.replayed.contains(&notice.id))
+    }
+}
+
+/// Forward feed events to one watcher until it goes away. After any RESET (start, restart,
+/// lag, a lost PostgreSQL listener) the notices committed since its watermark come from the store.
 async fn pump(
     service: Arc<Service>,
     cursor: String,
@@ -42,38 +100,46 @@ async fn pump(
     mut shutdown: Shutdown,
 ) {
     let feed = service.feed();
-    let mut sub = feed.subscribe(&cursor);
+    let (feed_cursor, notice_after) = split_cursor(&cursor);
+    let mut sub = feed.subscribe(feed_cursor);
     let mut last = sub.last_seq;
+    let (replay, mark) = catch_up(&service, sub.resumed, notice_after).await;
+    let mut pos = Position { feed, mark, replayed: HashSet::new() };
     let first = if sub.resumed { pb::WatchEventKind::Resumed } else { pb::WatchEventKind::Reset };
-    if tx.send(Ok(watch_signal(first, feed.cursor(last)))).await.is_err() {
+    let mut queue = pos.replay(replay, last);
+    queue.append(&mut sub.backlog);
+    if tx.send(Ok(pos.signal(first, last))).await.is_err() {
         return;
-    }
-    let send = |e: &FeedEvent| Ok(watch_event(e, feed.cursor(e.seq())));
-    for e in &sub.backlog {
-        if tx.send(send(e)).await.is_err() {
-            return;
-        }
-        last = last.max(e.seq());
     }
     let mut ticks = tokio::time::interval(heartbeat);
     ticks.tick().await;
     loop {
+        for e in queue.drain(..) {
+            if tx.send(Ok(pos.event(&e))).await.is_err() {
+                return;
+            }
+            last = last.max(e.seq());
+        }
         let msg = tokio::select! {
             _ = tx.closed() => return,
             _ = shutdown.fired() => return,
-            _ = ticks.tick() => Ok(watch_signal(pb::WatchEventKind::Heartbeat, feed.cursor(last))),
+            _ = ticks.tick() => pos.signal(pb::WatchEventKind::Heartbeat, last),
             e = sub.live.recv() => match e {
-                Ok(e) if e.seq() <= last => continue,
+                Ok(e) if e.seq() <= last || pos.seen_live(&e) => continue,
                 Ok(e) => {
                     last = e.seq();
-                    send(&e)
+                    pos.event(&e)
                 }
                 // Too slow to keep up: it cannot know what it missed, so it must forget everything.
-                Err(broadcast::error::RecvError::Lagged(_)) => Ok(watch_signal(pb::WatchEventKind::Reset, feed.cursor(last))),
+                Err(broadcast::error::RecvError::Lagged(_)) => pos.signal(pb::WatchEventKind::Reset, last),
                 Err(broadcast::error::RecvError::Closed) => return,
             },
         };
-        if tx.send(msg).await.is_err() {
+        if msg.kind() == pb::WatchEventKind::Reset {
+            let (notices, _) = catch_up(&service, false, pos.mark).await;
+            queue = pos.replay(notices, last);
+        }
+        if tx.send(Ok(msg)).await.is_err() {
             return;
         }
     }

@@ -5,12 +5,15 @@
 mod admin;
 mod billing;
 mod decisions;
+mod webhooks;
 
 pub use admin::{MAX_LIST_PAGE, TenantPage};
 pub use decisions::{CheckItem, MAX_BATCH, RecordUsageResult, UsageLine};
 
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use crate::cache::{Cached, CachedUsage, Lookup, TenantCache};
 use crate::catalog::{Catalog, FeatureIdx};
@@ -88,7 +91,16 @@ pub struct Service {
     stores: Stores,
     cache: TenantCache,
     feed: ChangeFeed,
+    wakes: Wakes,
     pub stats: Stats,
+}
+
+/// Background tasks woken when a change commits: it may have made an earlier lifecycle
+/// crossing, and it made outbox events to deliver.
+#[derive(Default)]
+pub struct Wakes {
+    pub notices: Notify,
+    pub deliveries: Arc<Notify>,
 }
 
 fn check_tenant(id: &str) -> Result<(), ServiceError> {
@@ -108,6 +120,7 @@ impl Service {
             stores,
             cache: TenantCache::new(cache_capacity, max_ttl, stale_bound),
             feed: ChangeFeed::new(process_epoch(), 65_536),
+            wakes: Wakes::default(),
             stats: Stats::default(),
         }
     }
@@ -208,6 +221,12 @@ impl Service {
         metrics::counter!(telemetry::INVALIDATIONS).increment(1);
         self.cache.invalidate(tenant, revision).await;
         self.feed.change(tenant, revision);
+        self.wakes.notices.notify_one();
+        self.wakes.deliveries.notify_one();
+    }
+
+    pub fn wakes(&self) -> &Wakes {
+        &self.wakes
     }
 
     /// Forget everything (changes may have been missed), and tell watchers to do the same.

@@ -9,9 +9,11 @@
 //!   the revision bump (+ NOTIFY) and audit rows; [`TenantStore`];
 //! - `usage` — the atomic counter statement and idempotency records; [`UsageStore`];
 //! - `audit` — [`AuditLog`];
-//! - `stripe` — the event log and the transaction that applies a [`crate::billing`] fact; [`StripeLog`].
+//! - `stripe` — the event log and the transaction that applies a [`crate::billing`] fact; [`StripeLog`];
+//! - `outbox` — tenant-change events, lifecycle notices and webhook deliveries; [`OutboxStore`].
 
 mod audit;
+pub mod outbox;
 pub mod sql;
 mod stripe;
 mod tenants;
@@ -228,9 +230,156 @@ pub trait StripeLog: Send + Sync + 'static {
     async fn pending_stripe_events(&self, customer_id: &str) -> Result<Vec<StoredEvent>, StoreError>;
 }
 
-/// The stores a service runs on. A database backs all five; a relay serves tenant state, usage
-/// and audit from its upstream and has no Stripe log (the central service applies webhooks) and
-/// no tenant directory (lists are the central service's admin plane).
+/// A lifecycle notice (a threshold crossing, [`crate::thresholds`]) as committed to the outbox.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NoticeEvent {
+    /// The outbox event id: unique, and the webhook message id (`evt_<id>`).
+    pub id: i64,
+    pub tenant_id: String,
+    #[serde(with = "threshold_name")]
+    pub threshold: crate::thresholds::Threshold,
+    /// The instant of the crossing (for past due: of the change).
+    pub at: UnixTime,
+    pub days_left: i64,
+    /// The tenant's revision when the notice was made.
+    pub revision: u64,
+}
+
+impl NoticeEvent {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+    pub fn from_json(s: &str) -> Option<NoticeEvent> {
+        serde_json::from_str(s).ok()
+    }
+}
+
+mod threshold_name {
+    use crate::thresholds::Threshold;
+    pub fn serialize<S: serde::Serializer>(t: &Threshold, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(t.as_str())
+    }
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Threshold, D::Error> {
+        let name = <String as serde::Deserialize>::deserialize(d)?;
+        Threshold::parse(&name).ok_or_else(|| serde::de::Error::custom(format!("unknown threshold `{name}`")))
+    }
+}
+
+/// How long a webhook delivery is retried before it is given up: 3 days (at least 24 hours).
+pub const RETRY_WINDOW_MS: i64 = 3 * 24 * 3600 * 1000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryStatus {
+    Pending,
+    Delivered,
+    /// Retried until its window ended; `RedeliverWebhook` starts it again.
+    Failed,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Failed => "failed",
+        }
+    }
+    pub fn parse(s: &str) -> Option<DeliveryStatus> {
+        Some(match s {
+            "pending" => DeliveryStatus::Pending,
+            "delivered" => DeliveryStatus::Delivered,
+            "failed" => DeliveryStatus::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// One event for one endpoint. Times are host-clock unix milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub id: i64,
+    pub endpoint: String,
+    pub event_id: i64,
+    pub tenant_id: String,
+    pub event_type: String,
+    pub status: DeliveryStatus,
+    pub attempts: i64,
+    pub next_attempt_ms: i64,
+    pub give_up_ms: i64,
+    pub created_ms: i64,
+    /// The JSON body sent.
+    pub payload: String,
+}
+
+/// One attempt of a delivery, as logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    pub attempt: i64,
+    pub at_ms: i64,
+    pub status_code: Option<u16>,
+    pub error: Option<String>,
+    pub duration_ms: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    Delivered,
+    Retry { at_ms: i64 },
+    GaveUp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryRecord {
+    pub delivery: Delivery,
+    pub attempts: Vec<Attempt>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeliveryFilter {
+    pub endpoint: Option<String>,
+    pub tenant_id: Option<String>,
+    pub status: Option<DeliveryStatus>,
+    /// Continue a listing (newest first) below this delivery id.
+    pub before_id: Option<i64>,
+    pub limit: u32,
+}
+
+/// The outbox: due lifecycle notices, and the webhook deliveries of every event.
+#[async_trait]
+pub trait OutboxStore: Send + Sync + 'static {
+    /// The earliest `next_notice_at` of any tenant.
+    async fn next_notice_at(&self) -> Result<Option<UnixTime>, StoreError>;
+    /// Emit the timed crossings of up to `limit` due tenants (each exactly once, whichever
+    /// replica asks); the new notices.
+    async fn emit_due_notices(&self, now: UnixTime, limit: u32) -> Result<Vec<NoticeEvent>, StoreError>;
+    /// Schedule up to `limit` tenants never scheduled (stored before notices existed): their
+    /// timeline starts at `now`. How many were scheduled.
+    async fn schedule_unscheduled(&self, now: UnixTime, limit: u32) -> Result<u32, StoreError>;
+    /// Committed notices with an id above `after_id`, oldest first (a `Watch` resuming across
+    /// a restart); and the newest notice id.
+    async fn notices_after(&self, after_id: i64, limit: u32) -> Result<Vec<NoticeEvent>, StoreError>;
+    async fn last_notice_id(&self) -> Result<i64, StoreError>;
+    /// Lease up to `limit` due deliveries (the oldest pending one per endpoint and tenant).
+    async fn claim_deliveries(&self, now_ms: i64, lease_ms: i64, limit: u32) -> Result<Vec<Delivery>, StoreError>;
+    /// Log an attempt and move the delivery on.
+    async fn record_attempt(
+        &self,
+        delivery_id: i64,
+        attempt: &Attempt,
+        outcome: AttemptOutcome,
+    ) -> Result<(), StoreError>;
+    /// The earliest next attempt of a pending delivery.
+    async fn next_delivery_ms(&self) -> Result<Option<i64>, StoreError>;
+    /// Deliveries with their attempts, newest first.
+    async fn deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<DeliveryRecord>, StoreError>;
+    /// Make a delivery pending again, due now, with a fresh retry window; false if unknown.
+    async fn redeliver(&self, delivery_id: i64, now_ms: i64) -> Result<bool, StoreError>;
+}
+
+/// The stores a service runs on. A database backs all six; a relay serves tenant state, usage
+/// and audit from its upstream and has no Stripe log (the central service applies webhooks), no
+/// tenant directory (lists are the central service's admin plane) and no outbox (the central
+/// service makes notices and sends webhooks).
 #[derive(Clone)]
 pub struct Stores {
     pub tenants: Arc<dyn TenantStore>,
@@ -238,6 +387,8 @@ pub struct Stores {
     pub audit: Arc<dyn AuditLog>,
     pub stripe: Option<Arc<dyn StripeLog>>,
     pub directory: Option<Arc<dyn TenantDirectory>>,
+    /// Notices and webhooks; a relay has none (the central service produces them).
+    pub outbox: Option<Arc<dyn OutboxStore>>,
 }
 
 impl Stores {
@@ -249,7 +400,8 @@ impl Stores {
             usage: store.clone(),
             audit: store.clone(),
             stripe: Some(store.clone()),
-            directory: Some(store),
+            directory: Some(store.clone()),
+            outbox: Some(store),
         }
     }
 }

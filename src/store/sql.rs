@@ -8,7 +8,12 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Connection};
 
-use super::StoreError;
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
+
+use super::outbox::OutboxConfig;
+use super::{NoticeEvent, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -20,6 +25,9 @@ pub enum Backend {
 pub struct SqlStore {
     pool: AnyPool,
     backend: Backend,
+    /// Without it (a bare store, e.g. in conformance tests) nothing is written to the outbox.
+    outbox: Option<Arc<OutboxConfig>>,
+    notices: broadcast::Sender<NoticeEvent>,
 }
 
 /// Accepts `postgres://…`, `sqlite://PATH`, `sqlite::memory:` or a bare file path.
@@ -86,7 +94,7 @@ impl SqlStore {
             })
             .connect_with(opts)
             .await?;
-        Ok(SqlStore { pool, backend })
+        Ok(SqlStore { pool, backend, outbox: None, notices: broadcast::channel(1024).0 })
     }
 
     pub async fn migrate(&self) -> Result<(), StoreError> {
@@ -95,6 +103,20 @@ impl SqlStore {
             Backend::Postgres => sqlx::migrate!("migrations/postgres").run(&self.pool).await?,
         }
         Ok(())
+    }
+
+    /// Fill the outbox on every change: events, notices, `next_notice_at`, deliveries.
+    pub fn with_outbox(mut self, cfg: OutboxConfig) -> SqlStore {
+        self.outbox = Some(Arc::new(cfg));
+        self
+    }
+
+    pub(super) fn outbox(&self) -> Option<&OutboxConfig> {
+        self.outbox.as_deref()
+    }
+
+    pub(super) fn notice_sender(&self) -> &broadcast::Sender<NoticeEvent> {
+        &self.notices
     }
 
     pub fn backend(&self) -> Backend {

@@ -6,9 +6,10 @@
 use async_trait::async_trait;
 use sqlx::{AnyConnection, Row};
 
-use super::sql::SqlStore;
+use super::outbox::{CommitRecord, OutboxConfig, record_change};
+use super::sql::{Backend, SqlStore};
 use super::tenants::{bump_revision, load_tenant, save, write_audit};
-use super::{Replay, StoreError, StoredEvent, StripeLog, StripeOutcome, StripeStatus};
+use super::{NoticeEvent, Replay, StoreError, StoredEvent, StripeLog, StripeOutcome, StripeStatus};
 use crate::billing::{self, Effect, EventRef, Fact, SubscriptionFacts, Translation};
 use crate::command::Actor;
 use crate::stripe::Envelope;
@@ -130,6 +131,13 @@ async fn stored_subscription(conn: &mut AnyConnection, id: &str) -> Result<Optio
     Ok(state.subscriptions.into_iter().find(|s| s.id == id))
 }
 
+/// The outbox of the store applying an event, and the notices its change made (published
+/// after commit).
+struct Ctx<'a> {
+    outbox: Option<&'a OutboxConfig>,
+    notices: Vec<NoticeEvent>,
+}
+
 /// Save an applied effect: bump the revision, write the changed rows and the audit record.
 /// Returns the revision, or `None` when the fact changed nothing.
 async fn commit(
@@ -139,11 +147,16 @@ async fn commit(
     effect: &Effect,
     by: &Actor,
     customer: Option<&str>,
+    ctx: &mut Ctx<'_>,
 ) -> Result<Option<u64>, StoreError> {
     let Effect::Applied(entry) = effect else { return Ok(None) };
     let revision = bump_revision(conn, &after.tenant_id, by).await?;
     save(conn, before, after, customer).await?;
     write_audit(conn, &after.tenant_id, entry, by, revision).await?;
+    if let Some(cfg) = ctx.outbox {
+        let change = CommitRecord { before, after, action: entry.action, revision, at: by.at };
+        ctx.notices.extend(record_change(conn, cfg, &change).await?);
+    }
     Ok(Some(revision))
 }
 
@@ -173,6 +186,7 @@ async fn apply(
     translation: &Result<Translation, String>,
     replay: Option<&Replay>,
     at: UnixTime,
+    ctx: &mut Ctx<'_>,
 ) -> Result<(StripeOutcome, Option<String>), StoreError> {
     let t = match translation {
         Err(e) => {
@@ -203,20 +217,20 @@ async fn apply(
     let event = EventRef { id: env.id.clone(), event_type: env.event_type.clone(), created: env.created };
     let mut o = match &t.fact {
         Fact::Ignored => outcome(StripeStatus::Ignored),
-        Fact::Subscription(f) => subscription(conn, f, &by).await?,
+        Fact::Subscription(f) => subscription(conn, f, &by, ctx).await?,
         Fact::Checkout { session_id, tenant_hint, customer_id, subscription_id, addon } => {
             let hint = tenant_hint.as_deref();
             let Some(tenant) = find_tenant(conn, hint, customer_id.as_deref(), Some(subscription_id)).await? else {
                 return Ok((pending(), customer));
             };
             let checkout = Checkout { session_id, subscription_id, addon: addon.as_deref() };
-            self::checkout(conn, &tenant, customer_id.as_deref(), &checkout, &event, &by).await?
+            self::checkout(conn, &tenant, customer_id.as_deref(), &checkout, &event, &by, ctx).await?
         }
         Fact::Invoice { customer_id, subscription_id, paid } => {
-            invoice(conn, customer_id.as_deref(), subscription_id.as_deref(), *paid, &event, &by).await?
+            invoice(conn, customer_id.as_deref(), subscription_id.as_deref(), *paid, &event, &by, ctx).await?
         }
         Fact::EntitlementSummary { customer_id, lookup_keys } => {
-            summary(conn, customer_id, lookup_keys, &event, &by).await?
+            summary(conn, customer_id, lookup_keys, &event, &by, ctx).await?
         }
     };
     o.error = errors;
@@ -247,6 +261,7 @@ async fn subscription(
     conn: &mut AnyConnection,
     f: &SubscriptionFacts,
     by: &Actor,
+    ctx: &mut Ctx<'_>,
 ) -> Result<StripeOutcome, StoreError> {
     let sub = &f.subscription;
     let Some(tenant) = find_tenant(conn, f.tenant_hint.as_deref(), Some(&f.customer_id), Some(&sub.id)).await? else {
@@ -258,7 +273,7 @@ async fn subscription(
     let before = state.clone();
     let effect = billing::apply_subscription(&mut state, stored.as_ref(), f, by);
     let linked = matches!(effect, Effect::Applied(_)).then(|| link(&mut state, Some(&f.customer_id))).flatten();
-    let revision = commit(conn, &before, &state, &effect, by, Some(&f.customer_id)).await?;
+    let revision = commit(conn, &before, &state, &effect, by, Some(&f.customer_id), ctx).await?;
     Ok(outcome_of(&effect, &tenant, revision, linked, true))
 }
 
@@ -276,6 +291,7 @@ async fn checkout(
     c: &Checkout<'_>,
     event: &EventRef,
     by: &Actor,
+    ctx: &mut Ctx<'_>,
 ) -> Result<StripeOutcome, StoreError> {
     lock_tenant(conn, tenant, by.at).await?;
     let known = stored_subscription(conn, c.subscription_id).await?.is_some();
@@ -283,7 +299,7 @@ async fn checkout(
     let before = state.clone();
     let linked = link(&mut state, customer);
     let effect = billing::apply_checkout(&mut state, known, c.session_id, c.subscription_id, c.addon, event, by);
-    let revision = commit(conn, &before, &state, &effect, by, customer).await?;
+    let revision = commit(conn, &before, &state, &effect, by, customer, ctx).await?;
     Ok(outcome_of(&effect, tenant, revision, linked, true))
 }
 
@@ -294,6 +310,7 @@ async fn invoice(
     paid: bool,
     event: &EventRef,
     by: &Actor,
+    ctx: &mut Ctx<'_>,
 ) -> Result<StripeOutcome, StoreError> {
     let Some(sub_id) = sub_id else { return Ok(outcome(StripeStatus::Ignored)) };
     let Some(tenant) = tenant_by_subscription(conn, sub_id).await? else {
@@ -311,7 +328,7 @@ async fn invoice(
     let mut state = load_tenant(conn, &tenant).await?;
     let before = state.clone();
     let effect = billing::apply_invoice(&mut state, sub_id, paid, event, by);
-    let revision = commit(conn, &before, &state, &effect, by, customer).await?;
+    let revision = commit(conn, &before, &state, &effect, by, customer, ctx).await?;
     Ok(outcome_of(&effect, &tenant, revision, None, false))
 }
 
@@ -321,6 +338,7 @@ async fn summary(
     keys: &[String],
     event: &EventRef,
     by: &Actor,
+    ctx: &mut Ctx<'_>,
 ) -> Result<StripeOutcome, StoreError> {
     let Some(tenant) = tenant_by_customer(conn, customer).await? else { return Ok(pending()) };
     lock_tenant(conn, &tenant, by.at).await?;
@@ -334,7 +352,7 @@ async fn summary(
     let mut state = load_tenant(conn, &tenant).await?;
     let before = state.clone();
     let effect = billing::apply_summary(&mut state, newest, keys, event, by);
-    let revision = commit(conn, &before, &state, &effect, by, Some(customer)).await?;
+    let revision = commit(conn, &before, &state, &effect, by, Some(customer), ctx).await?;
     Ok(outcome_of(&effect, &tenant, revision, None, true))
 }
 
@@ -372,9 +390,13 @@ impl StripeLog for SqlStore {
             o.duplicate = true;
             return Ok(o);
         }
-        let (outcome, customer) = apply(&mut tx, env, translation, replay, at).await?;
+        let mut ctx = Ctx { outbox: self.outbox(), notices: Vec::new() };
+        let (outcome, customer) = apply(&mut tx, env, translation, replay, at, &mut ctx).await?;
         finish(&mut tx, env, &outcome, customer.as_deref(), at).await?;
         tx.commit().await?;
+        if self.backend() == Backend::Sqlite {
+            self.publish_notices(&ctx.notices);
+        }
         Ok(outcome)
     }
 

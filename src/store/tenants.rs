@@ -6,7 +6,8 @@ use async_trait::async_trait;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use super::sql::SqlStore;
+use super::outbox::{CommitRecord, record_change};
+use super::sql::{Backend, SqlStore};
 use super::{Committed, StoreError, TenantDirectory, TenantStore};
 use crate::catalog::Interval;
 use crate::command::{Actor, AuditEntry, Command};
@@ -451,7 +452,17 @@ impl TenantStore for SqlStore {
         let entry = command.apply(&mut state, by);
         save(&mut tx, &before, &state, None).await?;
         write_audit(&mut tx, tenant_id, &entry, by, revision).await?;
+        let notices = match self.outbox() {
+            Some(cfg) => {
+                let change = CommitRecord { before: &before, after: &state, action: entry.action, revision, at: by.at };
+                record_change(&mut tx, cfg, &change).await?
+            }
+            None => Vec::new(),
+        };
         tx.commit().await?;
+        if self.backend() == Backend::Sqlite {
+            self.publish_notices(&notices);
+        }
         Ok(Committed { revision, trial: state.trial })
     }
 

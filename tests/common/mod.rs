@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod lifecycle;
 pub mod stripe;
 
 use std::net::SocketAddr;

@@ -9,6 +9,7 @@
 //! - [`listing`] — `ListTenants`: filters in, a page of tenant rows out.
 //! - [`admin`] — admin requests ↔ [`crate::command::Command`], their responses ↔
 //!   [`crate::store::Committed`], the audit log and Stripe events.
+//! - [`outbox`] — lifecycle notices on `Watch`, webhook deliveries.
 //!
 //! Pure type-to-type mappings are `From`/`TryFrom` impls; mappings that need context (the
 //! catalog, the tenant id, the actor) are functions. Refused input comes back as an
@@ -20,6 +21,7 @@ pub mod catalog;
 pub mod decision;
 pub mod explain;
 pub mod listing;
+pub mod outbox;
 pub mod tenant;
 pub mod usage;
 
@@ -85,12 +87,20 @@ pub fn watch_event(e: &FeedEvent, cursor: String) -> pb::WatchResponse {
             tenant_id: tenant.to_string(),
             revision: *revision,
             cursor,
+            notice: None,
         },
         FeedEvent::Reset { .. } => watch_signal(pb::WatchEventKind::Reset, cursor),
+        FeedEvent::Notice { notice, .. } => pb::WatchResponse {
+            kind: pb::WatchEventKind::Notice as i32,
+            tenant_id: notice.tenant_id.clone(),
+            revision: notice.revision,
+            cursor,
+            notice: Some(pb::LifecycleNotice::from(&**notice)),
+        },
     }
 }
 
 /// A `Watch` event about no tenant in particular: RESET, RESUMED or HEARTBEAT.
 pub fn watch_signal(kind: pb::WatchEventKind, cursor: String) -> pb::WatchResponse {
-    pb::WatchResponse { kind: kind as i32, tenant_id: String::new(), revision: 0, cursor }
+    pb::WatchResponse { kind: kind as i32, tenant_id: String::new(), revision: 0, cursor, notice: None }
 }
