@@ -27,6 +27,8 @@ pub const WEBHOOK_MAPPING_ERRORS: &str = "entitlements_webhook_mapping_errors_to
 pub const WEBHOOK_REJECTED: &str = "entitlements_webhook_rejected_total";
 pub const CONNECTIONS_REFUSED: &str = "entitlements_connections_refused_total";
 pub const CONNECTIONS_CLOSED_IDLE: &str = "entitlements_connections_closed_idle_total";
+/// OFREP requests answered 429 because the data plane was at its concurrency limit.
+pub const OFREP_SHED: &str = "entitlements_ofrep_shed_total";
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 

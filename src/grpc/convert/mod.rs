@@ -5,6 +5,7 @@
 //! - [`explain`] — the `Explain` answer.
 //! - [`usage`] — `Usage`/`RecordUsage`, served and forwarded.
 //! - [`tenant`] — tenant state, served (`GetTenant`, `GetTenantState`) and rebuilt by a relay.
+//! - [`flagd`] — flagd's evaluation protocol: the context in, OpenFeature evaluations out.
 //! - [`admin`] — admin requests ↔ [`crate::command::Command`], their responses ↔
 //!   [`crate::store::Committed`], the audit log and Stripe events.
 //!
@@ -16,6 +17,7 @@
 pub mod admin;
 pub mod decision;
 pub mod explain;
+pub mod flagd;
 pub mod tenant;
 pub mod usage;
 
