@@ -99,6 +99,10 @@ impl Running {
 
 /// Load everything, bind both listeners and start serving in the background.
 pub async fn start(args: &ServeArgs) -> Result<Running, ServerError> {
+    // tonic builds its TLS configs (server, and a relay's upstream) on rustls' process-wide
+    // provider, which rustls cannot pick by itself once a build enables two (ring, and aws-lc-rs
+    // through some dependency's HTTP client): choose ring, once; a second call is a no-op.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let catalog = configured_catalog(args)?;
     let traces = crate::trace::Tracing::start(args.otlp_endpoint.as_deref(), args.otlp_sample_ratio)?;
     spawn_metrics_upkeep();

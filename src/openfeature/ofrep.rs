@@ -49,19 +49,19 @@ fn reply(status: StatusCode, body: Json) -> Response {
 
 impl Ofrep {
     /// Authenticate, then take a permit: shed at once (429) rather than queue.
-    fn admit(&self, headers: &HeaderMap) -> Result<OwnedSemaphorePermit, Response> {
+    fn admit(&self, headers: &HeaderMap) -> Result<OwnedSemaphorePermit, Box<Response>> {
         if let Some(auth) = &self.auth
             && let Err(e) = auth.verify_http(headers)
         {
             let mut r = reply(StatusCode::UNAUTHORIZED, json!({ "errorDetails": e.to_string() }));
             r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            return Err(r);
+            return Err(Box::new(r));
         }
         Arc::clone(&self.permits).try_acquire_owned().map_err(|_| {
             metrics::counter!(crate::telemetry::OFREP_SHED).increment(1);
             let mut r = reply(StatusCode::TOO_MANY_REQUESTS, json!({ "errorDetails": "overloaded: retry later" }));
             r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            r
+            Box::new(r)
         })
     }
 }
@@ -128,7 +128,7 @@ fn service_failure(e: &ServiceError) -> Response {
 async fn evaluate_flag(State(s): State<Ofrep>, Path(key): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
     let _permit = match s.admit(&headers) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let ctx = match context(&body) {
         Ok(c) => c,
@@ -152,7 +152,7 @@ fn matches(headers: &HeaderMap, tag: &str) -> bool {
 async fn evaluate_flags(State(s): State<Ofrep>, headers: HeaderMap, body: Bytes) -> Response {
     let _permit = match s.admit(&headers) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let result = match context(&body) {
         Ok(ctx) => super::evaluate_all(&s.service, &ctx).await,
