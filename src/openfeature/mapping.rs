@@ -1,6 +1,6 @@
 //! The one mapping from a decision to an OpenFeature evaluation, shared by OFREP and flagd.
 //!
-//! A flag key is a feature key, optionally with a view: `seats` (boolean: `allowed`),
+//! A flag key is a feature key, optionally with a view: `seats` or `seats.allowed` (boolean),
 //! `seats.limit` (integer: the effective value), `seats.remaining` (integer: what is left of a
 //! metered limit), `seats.decision` (object: the whole decision), `seats.reason` (string: the
 //! decision's reason). Feature keys are snake_case, so the dot never clashes with one. Without a
@@ -243,4 +243,32 @@ pub fn evaluation(r: &ResolvedTenant, d: &Decision, feature: &str, view: View) -
     // The CE edition answers the same for everyone: a static flag.
     let reason = if d.reason == Reason::EditionBypass { "STATIC" } else { "TARGETING_MATCH" };
     Evaluation { key: view.key(feature), value, reason, variant: d.reason.as_str(), metadata }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn catalog() -> Catalog {
+        let src = include_str!("../../examples/catalog.toml");
+        Catalog::from_toml(src, &|_| None).expect("example catalog")
+    }
+
+    #[test]
+    fn keys_name_a_feature_and_a_view() {
+        let c = catalog();
+        let view = |key: &str, want| flag(&c, key, want).map(|(_, v)| v);
+        assert_eq!(view("sso", None).ok(), Some(View::Allowed));
+        assert_eq!(view("seats.allowed", None).ok(), Some(View::Allowed));
+        assert_eq!(view("seats", Some(FlagType::Integer)).ok(), Some(View::Remaining));
+        assert_eq!(view("max_file_mb", Some(FlagType::Float)).ok(), Some(View::Limit));
+        assert_eq!(view("sso", Some(FlagType::String)).ok(), Some(View::Reason));
+        assert_eq!(view("sso", Some(FlagType::Object)).ok(), Some(View::Decision));
+        assert!(matches!(view("sso.limit", None), Err(EvalError::FlagNotFound(_))));
+        assert!(matches!(view("max_file_mb.remaining", None), Err(EvalError::FlagNotFound(_))));
+        assert!(matches!(view("seats.nope", None), Err(EvalError::FlagNotFound(_))));
+        assert!(matches!(view("nope", None), Err(EvalError::FlagNotFound(_))));
+        assert!(matches!(view("sso", Some(FlagType::Integer)), Err(EvalError::TypeMismatch(_))));
+        assert!(matches!(view("seats.limit", Some(FlagType::Boolean)), Err(EvalError::TypeMismatch(_))));
+    }
 }

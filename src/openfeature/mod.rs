@@ -119,7 +119,8 @@ pub async fn evaluate(
     let feature = &service.catalog().features[fi].key;
     let (cached, d) = service.check(&c.tenant, feature, c.quantity, c.intent, c.min_revision).await?;
     service.stats.observe(std::slice::from_ref(&d), started.elapsed());
-    Ok(mapping::evaluation(&cached.tenant, &d, feature, view))
+    // The key as asked (`seats.allowed` is `seats`'s boolean, but answers under its own name).
+    Ok(Evaluation { key: key.to_string(), ..mapping::evaluation(&cached.tenant, &d, feature, view) })
 }
 
 /// Every flag of the catalog for one context (its scalar views: see [`View::bulk`]), and the
