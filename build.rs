@@ -4,9 +4,10 @@ use std::{env, fs, path::PathBuf};
 use protox::prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let proto = "proto/entitlements/v1/entitlements.proto";
+    // Ours, and flagd's evaluation protocol (OpenFeature), served next to it.
+    let protos = ["proto/entitlements/v1/entitlements.proto", "proto/flagd/evaluation/v1/evaluation.proto"];
     println!("cargo:rerun-if-changed=proto");
-    let fds = protox::compile([proto], ["proto"])?;
+    let fds = protox::compile(protos, ["proto"])?;
     let out = PathBuf::from(env::var("OUT_DIR")?);
     // The descriptor set also feeds gRPC server reflection.
     fs::write(out.join("entitlements_descriptor.bin"), fds.encode_to_vec())?;

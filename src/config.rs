@@ -136,7 +136,7 @@ pub struct ServeArgs {
     pub database_url: String,
     #[arg(long, env = "ENTITLEMENTS_GRPC_ADDR", default_value = "127.0.0.1:50051")]
     pub grpc_addr: SocketAddr,
-    /// The Stripe webhook (`POST /webhooks/stripe`), `/healthz`, `/readyz` and `/metrics`.
+    /// The Stripe webhook (`POST /webhooks/stripe`), `/healthz`, `/readyz`, `/metrics` and OFREP (`/ofrep/v1/…`).
     #[arg(long, env = "ENTITLEMENTS_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,
     /// Bearer token for the AdminService; without one the admin plane is closed.

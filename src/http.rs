@@ -1,5 +1,6 @@
-//! The HTTP listener (SPEC §7–§8): `POST /webhooks/stripe`, `/healthz` (the process is up),
-//! `/readyz` (catalog loaded and the store answers) and `/metrics` (Prometheus).
+//! The HTTP listener (SPEC §7–§8, §11): `POST /webhooks/stripe`, `/healthz` (the process is up),
+//! `/readyz` (catalog loaded and the store answers), `/metrics` (Prometheus) and OFREP
+//! (`/ofrep/v1/…`, [`crate::openfeature::ofrep`]).
 //!
 //! Webhook statuses: 200 once the event is durably recorded (applied, duplicate, stale,
 //! pending a tenant, or failed to map — those are stored for replay); 400 for a missing or bad
@@ -76,13 +77,14 @@ struct AppState {
     webhook: Arc<WebhookConfig>,
 }
 
-pub fn router(service: Arc<Service>, webhook: WebhookConfig) -> Router {
+pub fn router(service: Arc<Service>, webhook: WebhookConfig, ofrep: crate::openfeature::ofrep::Ofrep) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/webhooks/stripe", post(stripe_webhook).layer(webhook.tracing.http_layer()))
         .with_state(AppState { service, webhook: Arc::new(webhook) })
+        .merge(crate::openfeature::ofrep::router(ofrep))
 }
 
 async fn healthz() -> &'static str {

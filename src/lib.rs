@@ -27,6 +27,8 @@
 //!   `decisions`, `admin`, `billing`. Its `ServiceError` is what every failure becomes.
 //! - [`grpc`] — tonic services; `grpc::convert`, every protobuf ↔ domain conversion; the one
 //!   error → status mapping (SPEC §4).
+//! - [`openfeature`] — OpenFeature: the evaluation context in, a decision (the path of `Check`)
+//!   mapped to an evaluation out; OFREP's HTTP routes (flagd's gRPC service is in `grpc`).
 //! - [`stripe`] — verifying webhook deliveries and reading async-stripe's types into core facts (SPEC §7).
 //! - [`feed`] — the numbered, resumable feed of tenant changes and lifecycle notices behind `Watch` (SPEC §5).
 //! - [`notices`] — the task that emits lifecycle notices when they fall due (outbox in `store`).
@@ -60,6 +62,7 @@ pub mod http;
 pub mod invalidation;
 pub mod listener;
 pub mod notices;
+pub mod openfeature;
 pub mod relay;
 pub mod server;
 pub mod service;
@@ -74,6 +77,11 @@ pub mod webhooks;
 pub mod pb {
     #![allow(clippy::all, clippy::pedantic, missing_docs)]
     tonic::include_proto!("entitlements.v1");
+
+    /// flagd's evaluation protocol (`flagd.evaluation.v1`), served for OpenFeature's flagd providers.
+    pub mod flagd {
+        tonic::include_proto!("flagd.evaluation.v1");
+    }
 
     /// Encoded file descriptors, for gRPC server reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("entitlements_descriptor");

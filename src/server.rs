@@ -17,10 +17,11 @@ use tonic_health::server::HealthReporter;
 
 use crate::catalog::{Catalog, CatalogError, Edition};
 use crate::config::{EditionArg, ServeArgs};
-use crate::grpc::{ActivityLayer, AdminApi, BearerAuth, DataApi, PlaneLimitLayer, Tokens};
+use crate::grpc::{ActivityLayer, AdminApi, BearerAuth, DataApi, FlagdApi, PlaneLimitLayer, Tokens, plane_permits};
 use crate::listener::{self, Admission, Admitted};
 use crate::pb::admin_service_server::AdminServiceServer;
 use crate::pb::entitlement_service_server::EntitlementServiceServer;
+use crate::pb::flagd::service_server::ServiceServer as FlagdServer;
 use crate::relay::{UpstreamConfig, UpstreamStore};
 use crate::service::Service;
 use crate::shutdown::{self, Shutdown, Trigger};
@@ -110,6 +111,10 @@ pub async fn start(args: &ServeArgs) -> Result<Running, ServerError> {
         let offset = std::fs::read_to_string(path).ok().and_then(|s| s.trim().parse::<i64>().ok());
         crate::clock::set_offset(offset.unwrap_or(0));
     }
+    // tonic builds its TLS configs (server, and a relay's upstream) on rustls' process-wide
+    // provider, which rustls cannot pick by itself once a build enables two (ring, and aws-lc-rs
+    // through some dependency's HTTP client): choose ring, once; a second call is a no-op.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let catalog = Arc::new(configured_catalog(args)?);
     let traces = crate::trace::Tracing::start(args.otlp_endpoint.as_deref(), args.otlp_sample_ratio)?;
     spawn_metrics_upkeep();
@@ -149,7 +154,9 @@ pub async fn start(args: &ServeArgs) -> Result<Running, ServerError> {
     };
     let grpc_admission = Admission { idle_timeout: Some(args.grpc_idle_timeout), ..admission };
     let grpc_conns = listener::admit(grpc_listener, grpc_admission, "grpc", rx.clone());
-    let (grpc, health) = spawn_grpc(args, &service, &traces, grpc_conns, rx.clone()).await?;
+    // One budget of requests in flight for the data plane, over gRPC and OFREP alike.
+    let permits = plane_permits(args.max_concurrent_requests);
+    let (grpc, health) = spawn_grpc(args, &service, &traces, grpc_conns, Arc::clone(&permits), rx.clone()).await?;
     background.push(tokio::spawn(readiness(Arc::clone(&service), health, rx.clone())));
     let webhook = crate::http::WebhookConfig {
         secrets: args.stripe_webhook_secrets.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
@@ -158,7 +165,12 @@ pub async fn start(args: &ServeArgs) -> Result<Running, ServerError> {
         body_timeout: args.webhook_body_timeout,
         tracing: traces.clone(),
     };
-    let app = crate::http::router(Arc::clone(&service), webhook);
+    let ofrep = crate::openfeature::ofrep::Ofrep {
+        service: Arc::clone(&service),
+        auth: BearerAuth::data(tokens(args)),
+        permits,
+    };
+    let app = crate::http::router(Arc::clone(&service), webhook, ofrep);
     let http_conns = listener::admit(http_listener, admission, "http", rx.clone());
     let http = tokio::spawn(crate::http::serve(http_conns, app, args.http_header_timeout, rx.clone()));
     tracing::info!(%grpc_addr, %http_addr, edition = %service.catalog().edition, relay = args.upstream.is_some(), otlp = traces.exporting(), "serving");
@@ -252,6 +264,7 @@ async fn spawn_grpc(
     service: &Arc<Service>,
     traces: &crate::trace::Tracing,
     conns: mpsc::Receiver<Admitted>,
+    permits: Arc<tokio::sync::Semaphore>,
     rx: Shutdown,
 ) -> Result<(GrpcTask, HealthReporter), ServerError> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -264,13 +277,10 @@ async fn spawn_grpc(
     };
     let reflection_v1 = descriptors(tonic_reflection::server::Builder::configure()).build_v1()?;
     let reflection_v1alpha = descriptors(tonic_reflection::server::Builder::configure()).build_v1alpha()?;
-    let tokens = Tokens {
-        admin: args.admin_token.as_deref(),
-        data: args.data_token.as_deref(),
-        relay: args.relay_token.as_deref(),
-    };
+    let tokens = tokens(args);
     let admin_auth = BearerAuth::admin(tokens);
     let data = DataApi::new(Arc::clone(service), args.watch_heartbeat, rx.clone(), BearerAuth::relay(tokens));
+    let flagd = FlagdApi::new(Arc::clone(service), args.watch_heartbeat, rx.clone(), BearerAuth::relay(tokens));
     let admin = AdminServiceServer::with_interceptor(AdminApi::new(Arc::clone(service)), move |r| admin_auth.check(r));
 
     let mut builder = Server::builder()
@@ -287,23 +297,34 @@ async fn spawn_grpc(
     let router = builder
         .layer(traces.grpc_layer())
         .layer(ActivityLayer)
-        .layer(PlaneLimitLayer::new(args.max_concurrent_requests))
+        .layer(PlaneLimitLayer::shared(permits))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(admin);
+    // flagd's service is the data plane too: the same credential opens it.
     let router = match BearerAuth::data(tokens) {
-        Some(auth) => router.add_service(EntitlementServiceServer::with_interceptor(data, move |r| auth.check(r))),
-        None => router.add_service(EntitlementServiceServer::new(data)),
+        Some(auth) => {
+            let flagd_auth = auth.clone();
+            router
+                .add_service(EntitlementServiceServer::with_interceptor(data, move |r| auth.check(r)))
+                .add_service(FlagdServer::with_interceptor(flagd, move |r| flagd_auth.check(r)))
+        }
+        None => router.add_service(EntitlementServiceServer::new(data)).add_service(FlagdServer::new(flagd)),
     };
     let incoming = ReceiverStream::new(conns).map(Ok::<_, std::io::Error>);
     Ok((tokio::spawn(router.serve_with_incoming_shutdown(incoming, rx.into_future())), health))
+}
+
+fn tokens(args: &ServeArgs) -> Tokens<'_> {
+    Tokens { admin: args.admin_token.as_deref(), data: args.data_token.as_deref(), relay: args.relay_token.as_deref() }
 }
 
 async fn set_ready(health: &HealthReporter, ready: bool) {
     let status = if ready { ServingStatus::Serving } else { ServingStatus::NotServing };
     health.set_service_status("", status).await;
     health.set_service_status("entitlements.v1.EntitlementService", status).await;
+    health.set_service_status("flagd.evaluation.v1.Service", status).await;
 }
 
 async fn readiness(service: Arc<Service>, health: HealthReporter, mut stop: Shutdown) {

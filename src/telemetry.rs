@@ -32,6 +32,8 @@ pub const OUTBOUND_ATTEMPTS: &str = "entitlements_outbound_webhook_attempts_tota
 pub const OUTBOUND_SECONDS: &str = "entitlements_outbound_webhook_duration_seconds";
 pub const CONNECTIONS_REFUSED: &str = "entitlements_connections_refused_total";
 pub const CONNECTIONS_CLOSED_IDLE: &str = "entitlements_connections_closed_idle_total";
+/// OFREP requests answered 429 because the data plane was at its concurrency limit.
+pub const OFREP_SHED: &str = "entitlements_ofrep_shed_total";
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 

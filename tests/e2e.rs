@@ -342,7 +342,12 @@ async fn health_and_reflection_are_served() {
     let msg = stream.message().await.expect("message").expect("one response");
     let Some(MessageResponse::ListServicesResponse(list)) = msg.message_response else { panic!("unexpected {msg:?}") };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    for want in ["entitlements.v1.EntitlementService", "entitlements.v1.AdminService", "grpc.health.v1.Health"] {
+    for want in [
+        "entitlements.v1.EntitlementService",
+        "entitlements.v1.AdminService",
+        "grpc.health.v1.Health",
+        "flagd.evaluation.v1.Service",
+    ] {
         assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
     }
     // `get` requires an `HTTP/1.1` status line.

@@ -31,6 +31,12 @@
 //! the default stays `invoice_designer`). A refused report (`applied: false`, e.g.
 //! `LIMIT_EXCEEDED` once a tenant's monthly limit is used up) is a gRPC success and is timed like
 //! one, but counted and reported separately as a refusal, by reason.
+//!
+//! OpenFeature: `--rpc flagd` sends flagd's `ResolveBoolean` (`flagd.evaluation.v1.Service`) of
+//! `--feature` on the gRPC channels, exactly like `check`; `--rpc ofrep` POSTs OFREP single-flag
+//! evaluations (`/ofrep/v1/evaluate/flags/{feature}`) to `--http-addr` over HTTP/1.1 — one
+//! request in flight per connection, so each of the C × S tasks opens its own keep-alive
+//! connection.
 
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -42,8 +48,12 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use entitlements::pb::entitlement_service_client::EntitlementServiceClient;
+use entitlements::pb::flagd::ResolveBooleanRequest;
+use entitlements::pb::flagd::service_client::ServiceClient as FlagdClient;
 use entitlements::pb::{CheckBatchItem, CheckBatchRequest, CheckRequest, Intent, RecordUsageRequest, UsageMode};
 use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint, Uri};
 use tonic_health::pb::HealthCheckRequest;
@@ -60,6 +70,10 @@ enum Rpc {
     Health,
     /// `entitlements.v1.EntitlementService/RecordUsage`: DELTA 1, enforce, unique idempotency keys.
     RecordUsage,
+    /// `flagd.evaluation.v1.Service/ResolveBoolean` of `--feature` (OpenFeature over gRPC).
+    Flagd,
+    /// OFREP `POST /ofrep/v1/evaluate/flags/{feature}` on `--http-addr` (OpenFeature over HTTP/1.1).
+    Ofrep,
 }
 
 impl Rpc {
@@ -69,6 +83,8 @@ impl Rpc {
             Rpc::Batch => "batch",
             Rpc::Health => "health",
             Rpc::RecordUsage => "record-usage",
+            Rpc::Flagd => "flagd",
+            Rpc::Ofrep => "ofrep",
         }
     }
 
@@ -76,7 +92,7 @@ impl Rpc {
     fn default_feature(self) -> &'static str {
         match self {
             Rpc::RecordUsage => "ai_requests",
-            Rpc::Check | Rpc::Batch | Rpc::Health => "invoice_designer",
+            Rpc::Check | Rpc::Batch | Rpc::Health | Rpc::Flagd | Rpc::Ofrep => "invoice_designer",
         }
     }
 }
@@ -91,6 +107,9 @@ struct Args {
     /// Server address; must be a loopback address or `localhost`.
     #[arg(long, default_value = "http://127.0.0.1:50051")]
     addr: String,
+    /// The HTTP listener, for `--rpc ofrep`; loopback only, like --addr.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    http_addr: String,
     /// Which RPC to drive.
     #[arg(long, value_enum, default_value_t = Rpc::Check)]
     rpc: Rpc,
@@ -172,12 +191,55 @@ enum Work {
         feature: String,
         run: Arc<str>,
     },
+    Flagd {
+        feature: String,
+    },
+    Ofrep {
+        path: String,
+        authority: String,
+    },
 }
 
 /// One task's view of the connection.
 enum Client {
     Data(EntitlementServiceClient<Channel>),
     Health(HealthClient<Channel>),
+    Flagd(FlagdClient<Channel>),
+    Ofrep(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
+}
+
+/// `{"context":{"targetingKey":…}}` (tenant ids need no JSON escaping: see `validate_tenant_id`).
+fn ofrep_body(tenant: &str) -> Full<Bytes> {
+    Full::new(Bytes::from(format!(r#"{{"context":{{"targetingKey":"{tenant}"}}}}"#)))
+}
+
+async fn ofrep_call(
+    c: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    path: &str,
+    authority: &str,
+    tenant: &str,
+) -> Result<Outcome, Failure> {
+    let req = hyper::Request::post(path)
+        .header(hyper::header::HOST, authority)
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(ofrep_body(tenant))
+        .map_err(|_| Failure::Http(0))?;
+    let resp = c.send_request(req).await.map_err(|_| Failure::Http(0))?;
+    let status = resp.status().as_u16();
+    // Read the whole body: the connection is reused for the next request.
+    resp.into_body().collect().await.map_err(|_| Failure::Http(0))?;
+    if status == 200 { Ok(Outcome::Done) } else { Err(Failure::Http(status)) }
+}
+
+/// One HTTP/1.1 keep-alive connection to the OFREP listener.
+async fn ofrep_connection(addr: &str) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, String> {
+    let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
+    stream.set_nodelay(true).map_err(|e| format!("nodelay: {e}"))?;
+    let (send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("HTTP handshake with {addr}: {e}"))?;
+    tokio::spawn(conn);
+    Ok(send)
 }
 
 /// Why a request did not count as a success.
@@ -188,6 +250,8 @@ enum Failure {
     Timeout,
     /// A RecordUsage key this run never sent before came back as a replay.
     Duplicate,
+    /// OFREP: an HTTP status other than 200 (0: the connection failed).
+    Http(u16),
 }
 
 /// A successful request: answered, or (RecordUsage) answered with a refusal.
@@ -241,6 +305,18 @@ impl Client {
                     s => Err(Failure::NotServing(s)),
                 }
             }
+            (Client::Flagd(c), Work::Flagd { feature }) => {
+                let ctx = prost_types::Struct {
+                    fields: [(
+                        "targetingKey".to_string(),
+                        prost_types::Value { kind: Some(prost_types::value::Kind::StringValue(tenant.to_owned())) },
+                    )]
+                    .into(),
+                };
+                let req = ResolveBooleanRequest { flag_key: feature.clone(), context: Some(ctx) };
+                c.resolve_boolean(req).await.map(|_| Outcome::Done).map_err(|s| Failure::Status(s.code()))
+            }
+            (Client::Ofrep(c), Work::Ofrep { path, authority }) => ofrep_call(c, path, authority, tenant).await,
             _ => unreachable!("client and work are built together"),
         }
     }
@@ -355,6 +431,8 @@ impl Tally {
             Failure::NotServing(s) => format!("health status {s}"),
             Failure::Timeout => "client timeout".to_string(),
             Failure::Duplicate => "unexpected duplicate".to_string(),
+            Failure::Http(0) => "HTTP connection error".to_string(),
+            Failure::Http(s) => format!("HTTP {s}"),
         };
         bump(&mut self.error_kinds, &kind, 1);
     }
@@ -501,6 +579,12 @@ fn work_for(args: &Args) -> Result<Work, String> {
         Rpc::Check => Work::Check { feature: feature(args).to_string(), intent },
         Rpc::RecordUsage => Work::RecordUsage { feature: feature(args).to_string(), run: Arc::from(run_id()) },
         Rpc::Health => Work::Health,
+        Rpc::Flagd => Work::Flagd { feature: feature(args).to_string() },
+        Rpc::Ofrep => {
+            let uri = check_loopback(&args.http_addr)?;
+            let authority = uri.authority().map(|a| a.to_string()).ok_or("--http-addr: no host")?;
+            Work::Ofrep { path: format!("/ofrep/v1/evaluate/flags/{}", feature(args)), authority }
+        }
         Rpc::Batch => {
             let catalog = entitlements::server::load_catalog(&args.catalog).map_err(|e| e.to_string())?;
             if catalog.features.is_empty() {
@@ -656,9 +740,13 @@ async fn run(args: &Args, uri: Uri, work: Work) -> Result<Report, String> {
         // One `connect` per channel: each is its own TCP connection.
         channels.push(endpoint.connect().await.map_err(|e| format!("connect {}: {e}", args.addr))?);
     }
-    let client_for = |ch: &Channel| match args.rpc {
-        Rpc::Health => Client::Health(HealthClient::new(ch.clone())),
-        Rpc::Check | Rpc::Batch | Rpc::RecordUsage => Client::Data(EntitlementServiceClient::new(ch.clone())),
+    let client_for = async |ch: &Channel| -> Result<Client, String> {
+        Ok(match (args.rpc, &work) {
+            (Rpc::Health, _) => Client::Health(HealthClient::new(ch.clone())),
+            (Rpc::Flagd, _) => Client::Flagd(FlagdClient::new(ch.clone())),
+            (_, Work::Ofrep { authority, .. }) => Client::Ofrep(ofrep_connection(authority).await?),
+            _ => Client::Data(EntitlementServiceClient::new(ch.clone())),
+        })
     };
 
     // One probe, so a misconfigured run fails loudly instead of measuring errors.
@@ -666,7 +754,7 @@ async fn run(args: &Args, uri: Uri, work: Work) -> Result<Report, String> {
         Tenants::Spread(ids) => ids[0].clone(),
         Tenants::Fresh(fresh) => fresh.take().ok_or("--fresh-tenants: no fresh tenant for the probe")?,
     };
-    let mut probe = client_for(&channels[0]);
+    let mut probe = client_for(&channels[0]).await?;
     probe.call(&work, &probe_tenant, u64::MAX).await.map_err(|f| format!("probe request failed: {f:?}"))?;
 
     let prefilled = if args.prefill {
@@ -702,7 +790,7 @@ async fn run(args: &Args, uri: Uri, work: Work) -> Result<Report, String> {
     let mut task = 0u64;
     for ch in &channels {
         for _ in 0..args.streams {
-            handles.push(tokio::spawn(run_task(client_for(ch), work.clone(), Arc::clone(&plan), task, tasks)));
+            handles.push(tokio::spawn(run_task(client_for(ch).await?, work.clone(), Arc::clone(&plan), task, tasks)));
             task += 1;
         }
     }
@@ -817,6 +905,8 @@ fn print_report(args: &Args, r: &Report) {
             Rpc::Batch => format!("CheckBatch of {}", args.batch_size),
             Rpc::Health => "grpc.health.v1/Check".to_string(),
             Rpc::RecordUsage => format!("RecordUsage {} DELTA 1 enforce", feature(args)),
+            Rpc::Flagd => format!("flagd ResolveBoolean {}", feature(args)),
+            Rpc::Ofrep => format!("OFREP evaluate {} on {} (HTTP/1.1)", feature(args), args.http_addr),
         };
         let p = &args.tenant_prefix;
         let tenants = match r.fresh_used {

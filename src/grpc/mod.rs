@@ -5,19 +5,22 @@ mod admin;
 pub mod codec;
 pub mod convert;
 mod data;
+mod flagd;
 mod idle;
 mod overload;
 
 pub use admin::AdminApi;
 pub use data::DataApi;
+pub use flagd::FlagdApi;
 pub use idle::ActivityLayer;
-pub use overload::PlaneLimitLayer;
+pub use overload::{PlaneLimitLayer, plane_permits};
 
 use std::sync::Arc;
 
 use subtle::ConstantTimeEq;
 use tonic::Status;
 
+use crate::openfeature::EvalError;
 use crate::service::ServiceError;
 
 /// The one mapping of service errors to gRPC statuses: handlers and conversions return domain
@@ -34,6 +37,22 @@ impl From<ServiceError> for Status {
                 tracing::error!(error = %m, "internal error");
                 Status::internal("internal error")
             }
+        }
+    }
+}
+
+/// OpenFeature's errors as flagd answers them: a missing flag is `NOT_FOUND`, a bad context
+/// `INVALID_ARGUMENT`, a type the flag does not have `FAILED_PRECONDITION` (the codes flagd's
+/// providers read back as `FLAG_NOT_FOUND`, `INVALID_CONTEXT` and `TYPE_MISMATCH`).
+impl From<EvalError> for Status {
+    fn from(e: EvalError) -> Status {
+        match e {
+            EvalError::FlagNotFound(_) => Status::not_found(e.to_string()),
+            EvalError::TargetingKeyMissing | EvalError::InvalidContext(_) | EvalError::Parse(_) => {
+                Status::invalid_argument(e.to_string())
+            }
+            EvalError::TypeMismatch(_) => Status::failed_precondition(e.to_string()),
+            EvalError::Service(e) => Status::from(e),
         }
     }
 }
@@ -99,16 +118,36 @@ impl BearerAuth {
     }
 
     pub fn verify(&self, metadata: &tonic::metadata::MetadataMap) -> Result<(), Status> {
+        let presented = |name: &str| metadata.get(name).and_then(|v| v.to_str().ok());
+        self.accept(presented("authorization"), presented("x-api-key"))
+            .map_err(|e| Status::unauthenticated(e.to_string()))
+    }
+
+    /// The same check for an HTTP request (OFREP: `Authorization: Bearer` or `X-API-Key`).
+    pub fn verify_http(&self, headers: &http::HeaderMap) -> Result<(), AuthError> {
+        let presented = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        self.accept(presented("authorization"), presented("x-api-key"))
+    }
+
+    /// `authorization: Bearer <token>`, else `x-api-key: <token>` (OpenFeature's API-key scheme).
+    fn accept(&self, authorization: Option<&str>, api_key: Option<&str>) -> Result<(), AuthError> {
         if self.tokens.is_empty() {
-            return Err(Status::unauthenticated(self.closed));
+            return Err(AuthError::Closed(self.closed));
         }
-        let presented = metadata
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| Status::unauthenticated("missing `authorization: Bearer <token>`"))?;
+        let presented = authorization.and_then(|v| v.strip_prefix("Bearer ")).or(api_key).ok_or(AuthError::Missing)?;
         // Every token is compared, so the time taken does not tell which one came close.
         let matched = self.tokens.iter().fold(0u8, |m, t| m | presented.as_bytes().ct_eq(t).unwrap_u8());
-        if matched == 1 { Ok(()) } else { Err(Status::unauthenticated(format!("invalid {} token", self.plane))) }
+        if matched == 1 { Ok(()) } else { Err(AuthError::Invalid(self.plane)) }
     }
+}
+
+/// Why a credential was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("{0}")]
+    Closed(&'static str),
+    #[error("missing `authorization: Bearer <token>`")]
+    Missing,
+    #[error("invalid {0} token")]
+    Invalid(&'static str),
 }

@@ -5,8 +5,10 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use tokio::sync::Semaphore;
 use tonic::codegen::http;
 use tower::limit::{ConcurrencyLimit, GlobalConcurrencyLimitLayer};
 use tower::load_shed::LoadShed;
@@ -20,9 +22,16 @@ pub struct PlaneLimitLayer {
 }
 
 impl PlaneLimitLayer {
-    pub fn new(max: usize) -> PlaneLimitLayer {
-        PlaneLimitLayer { limit: GlobalConcurrencyLimitLayer::new(max.max(1)) }
+    /// A limit whose permits are shared with OFREP's HTTP handlers: one budget for the data
+    /// plane, whichever port a request comes in on.
+    pub fn shared(permits: Arc<Semaphore>) -> PlaneLimitLayer {
+        PlaneLimitLayer { limit: GlobalConcurrencyLimitLayer::with_semaphore(permits) }
     }
+}
+
+/// The permits of a plane limit of `max` requests in flight.
+pub fn plane_permits(max: usize) -> Arc<Semaphore> {
+    Arc::new(Semaphore::new(max.max(1)))
 }
 
 impl<S: Clone> Layer<S> for PlaneLimitLayer {

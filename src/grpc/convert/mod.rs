@@ -7,6 +7,7 @@
 //! - [`tenant`] — tenant state, served (`GetTenant`, `GetTenantState`) and rebuilt by a relay.
 //! - [`catalog`] — `GetCatalog`: the loaded catalog, for display.
 //! - [`listing`] — `ListTenants`: filters in, a page of tenant rows out.
+//! - [`flagd`] — flagd's evaluation protocol: the context in, OpenFeature evaluations out.
 //! - [`admin`] — admin requests ↔ [`crate::command::Command`], their responses ↔
 //!   [`crate::store::Committed`], the audit log and Stripe events.
 //! - [`outbox`] — lifecycle notices on `Watch`, webhook deliveries.
@@ -20,6 +21,7 @@ pub mod admin;
 pub mod catalog;
 pub mod decision;
 pub mod explain;
+pub mod flagd;
 pub mod listing;
 pub mod outbox;
 pub mod tenant;
