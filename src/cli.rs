@@ -10,7 +10,7 @@ use tonic::service::Interceptor;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
 
-use crate::config::{PhaseArg, TenantsArgs};
+use crate::config::TenantsArgs;
 use crate::pb::admin_service_client::AdminServiceClient;
 use crate::pb::entitlement_service_client::EntitlementServiceClient;
 use crate::pb::{self, CheckRequest, ExplainRequest};
@@ -94,23 +94,12 @@ pub async fn explain(tenant: String, features: Vec<String>, at: Option<String>, 
     Ok(ExitCode::SUCCESS)
 }
 
-fn phase(p: PhaseArg) -> pb::Phase {
-    match p {
-        PhaseArg::Active => pb::Phase::Active,
-        PhaseArg::Trialing => pb::Phase::Trialing,
-        PhaseArg::TrialExpired => pb::Phase::TrialExpired,
-        PhaseArg::HardLocked => pb::Phase::HardLocked,
-        PhaseArg::Archived => pb::Phase::Archived,
-        PhaseArg::PastDue => pb::Phase::PastDue,
-    }
-}
-
 /// `entitlements tenants`: every page of `ListTenants`, one line per tenant.
 pub async fn tenants(a: TenantsArgs) -> Result<ExitCode, Error> {
     let (channel, bearer) = connect(&a.addr, a.token.as_deref()).await?;
     let mut client = AdminServiceClient::with_interceptor(channel, bearer);
     let mut req = pb::ListTenantsRequest {
-        phase: a.phase.map_or(pb::Phase::Unspecified, phase) as i32,
+        phase: a.phase.unwrap_or(pb::Phase::Unspecified) as i32,
         plan: a.plan.unwrap_or_default(),
         addon: a.addon.unwrap_or_default(),
         past_due: a.past_due,

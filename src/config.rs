@@ -84,23 +84,20 @@ pub enum CatalogCommand {
     },
 }
 
-/// A lifecycle phase, as `entitlements tenants --phase` names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-#[value(rename_all = "snake_case")]
-pub enum PhaseArg {
-    Active,
-    Trialing,
-    TrialExpired,
-    HardLocked,
-    Archived,
-    PastDue,
+/// `--phase past_due`: a lifecycle phase by its proto name, lower case, without `PHASE_`.
+fn phase(s: &str) -> Result<crate::pb::Phase, String> {
+    match crate::pb::Phase::from_str_name(&format!("PHASE_{}", s.to_ascii_uppercase())) {
+        Some(p) if p != crate::pb::Phase::Unspecified => Ok(p),
+        _ => Err("one of active, trialing, trial_expired, hard_locked, archived, past_due".into()),
+    }
 }
 
 /// `entitlements tenants`: every filter given must hold; all pages are printed.
 #[derive(Debug, Args)]
 pub struct TenantsArgs {
-    #[arg(long, value_enum)]
-    pub phase: Option<PhaseArg>,
+    /// active, trialing, trial_expired, hard_locked, archived or past_due.
+    #[arg(long, value_parser = phase)]
+    pub phase: Option<crate::pb::Phase>,
     /// The plan tenants resolve to now.
     #[arg(long)]
     pub plan: Option<String>,

@@ -171,6 +171,22 @@ mod tests {
         s
     }
 
+    fn active_pro() -> Subscription {
+        Subscription {
+            id: "sub_1".into(),
+            status: SubscriptionStatus::Active,
+            plan: Some("pro".into()),
+            interval: None,
+            seats: Some(1),
+            trial_end: None,
+            current_period_start: None,
+            current_period_end: None,
+            cancel_at_period_end: false,
+            last_event_created: 0,
+            last_event_id: "evt".into(),
+        }
+    }
+
     fn kinds(cs: &[Crossing]) -> Vec<(Threshold, i64)> {
         cs.iter().map(|c| (c.threshold, c.days_left)).collect()
     }
@@ -198,19 +214,7 @@ mod tests {
     fn buying_a_plan_cancels_the_trial_timeline_and_archive_flag_stops_everything() {
         let (cat, start) = (catalog(), 1_000 * DAY);
         let mut s = trialing(start, 14);
-        s.subscriptions.push(Subscription {
-            id: "sub_1".into(),
-            status: SubscriptionStatus::Active,
-            plan: Some("pro".into()),
-            interval: None,
-            seats: Some(1),
-            trial_end: None,
-            current_period_start: None,
-            current_period_end: None,
-            cancel_at_period_end: false,
-            last_event_created: 0,
-            last_event_id: "evt".into(),
-        });
+        s.subscriptions.push(active_pro());
         assert_eq!(next_crossing(&cat, &s, start), None);
         let mut s = trialing(start, 14);
         s.archived = true;
@@ -222,19 +226,7 @@ mod tests {
         let cat = catalog();
         let mut before = trialing(0, 14);
         before.trial = None;
-        let sub = Subscription {
-            id: "sub_1".into(),
-            status: SubscriptionStatus::Active,
-            plan: Some("pro".into()),
-            interval: None,
-            seats: Some(1),
-            trial_end: None,
-            current_period_start: None,
-            current_period_end: None,
-            cancel_at_period_end: false,
-            last_event_created: 0,
-            last_event_id: "evt".into(),
-        };
+        let sub = active_pro();
         before.subscriptions.push(sub.clone());
         let mut after = before.clone();
         after.subscriptions[0].status = SubscriptionStatus::PastDue;
